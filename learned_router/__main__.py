@@ -1,0 +1,3 @@
+from learned_router.cli import main
+
+main()

@@ -1,0 +1,236 @@
+"""Planning a request: preset and weights → features → eligibility → strategy → Decision.
+
+No provider I/O happens here. When the configured policy cannot decide (cold start, missing features, an
+exception inside it), the configured rule strategy decides and the Decision says why in ``fallback_reason``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from learned_router.analytics import Analytics
+from learned_router.breaker import CircuitBreaker
+from learned_router.budget import BudgetLedger
+from learned_router.config import PresetConfig, ProviderConfig, RouterConfig
+from learned_router.eligibility import EligibilityRules, filter_arms
+from learned_router.errors import NoEligibleArmError, RequestError
+from learned_router.protocols import Clock, SystemClock
+from learned_router.stats import LiveStats
+from learned_router.strategies import RULES
+from learned_router.strategies.base import Context, Features, Ranking, Strategy
+from learned_router.types import ArmId, ChatRequest, Decision, Weights, arm_id, split_arm
+
+__all__ = ["Assignment", "Planner", "build_planner"]
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """An experiment's choice for one request."""
+
+    experiment: str
+    variant: str
+    probability: float
+    strategy: str
+
+
+@dataclass
+class Planner:
+    config: RouterConfig
+    stats: LiveStats
+    breaker: CircuitBreaker
+    budget: BudgetLedger
+    analytics: Analytics
+    strategies: dict[str, Strategy]
+    clock: Clock
+    rng: np.random.Generator
+    features: Any = None  # a FeatureExtractor (embedder + classifier), or None
+    assign: Callable[[ChatRequest], Assignment | None] | None = None
+    by_arm: dict[ArmId, ProviderConfig] = field(default_factory=dict)
+    _rng_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.by_arm = {arm_id(p.name, p.model): p for p in self.config.providers}
+        self._names = {p.name: arm_id(p.name, p.model) for p in self.config.providers}
+        r = self.config.routing
+        self._rules = EligibilityRules(r.availability_threshold, r.availability_min_calls)
+
+    # -- model field: presets and pinning -------------------------------------------------------------
+    def resolve_model(self, model: str | None) -> tuple[PresetConfig | None, set[str] | None]:
+        """``None``/``auto`` → defaults; a preset name → its overrides; an arm or provider name → pinned."""
+        if model is None or model == AUTO:
+            return None, None
+        presets = self.config.routing.presets
+        if model in presets:
+            return presets[model], None
+        if model in self.by_arm:
+            return None, {model}
+        if model in self._names:
+            return None, {self._names[model]}
+        known = [AUTO, *presets, *self._names]
+        raise RequestError("model", f"unknown model '{model}'; use one of {known}")
+
+    def weights_for(self, req: ChatRequest, preset: PresetConfig | None) -> Weights:
+        if req.weights is not None:
+            return req.weights
+        if preset is not None and preset.weights is not None:
+            return Weights(**preset.weights.model_dump())
+        tenant = self.config.tenants.get(req.tenant or "")
+        if tenant is not None and tenant.weights is not None:
+            return Weights(**tenant.weights.model_dump())
+        return Weights(**self.config.routing.weights.model_dump())
+
+    # -- planning ---------------------------------------------------------------------------------------
+    def plan(self, req: ChatRequest) -> tuple[Decision, Features]:
+        preset, pinned = self.resolve_model(req.model)
+        assignment = self.assign(req) if self.assign is not None and pinned is None else None
+        name = req.strategy or (preset.strategy if preset else None) or (
+            assignment.strategy if assignment else None) or self.config.routing.strategy
+        if name not in self.strategies and name not in RULES and name != "learned":
+            raise RequestError("strategy", f"unknown strategy '{name}'; use one of {sorted({*RULES, 'learned'})}")
+        weights = self.weights_for(req, preset)
+        features, fallback = self._features(req, name)
+        eligible, excluded = filter_arms(
+            self.config.providers, req, features, self.stats.snapshot(), now=self.clock.monotonic(),
+            rules=self._rules, breaker_available=self.breaker.available,
+            budget_reason=self.budget.provider_headroom, pinned=pinned,
+        )
+        if not eligible:
+            raise NoEligibleArmError(excluded)
+        self.budget.check_tenant(req.tenant, min(a.est_cost_usd for a in eligible))
+        r = self.config.routing
+        ctx = Context(
+            request=req, features=features, weights=weights,
+            quality_threshold=preset.quality_threshold if preset and preset.quality_threshold is not None
+            else r.quality_threshold,
+            balanced_weights=(r.balanced_weights.quality, r.balanced_weights.cost, r.balanced_weights.latency),
+            task_preferences=r.task_preferences,
+        )
+        used, ranking, reason = self._select(name, ctx, eligible, fallback)
+        first = ranking.arms[0]
+        provider, model = split_arm(first)
+        decision = Decision(
+            request_id=req.request_id, arm=first, provider=provider, model=model, strategy=used,
+            ranking=ranking.arms, scores=dict(ranking.scores), propensities=dict(ranking.propensities),
+            excluded={str(k): v for k, v in excluded.items()}, fallback_reason=reason,
+            policy_version=str(ranking.info.get("version", "")),
+            experiment=assignment.experiment if assignment else None,
+            variant=assignment.variant if assignment else None,
+            assignment_p=assignment.probability if assignment else None,
+            task_probs=dict(features.task_probs), input_tokens_est=features.input_tokens,
+            output_tokens_est=features.output_tokens_est,
+            est_cost_usd={str(a.arm): a.est_cost_usd for a in eligible}, weights=weights,
+        )
+        return decision, features
+
+    def _features(self, req: ChatRequest, strategy: str) -> tuple[Features, str | None]:
+        """Token estimates always; the embedding and task probabilities only when the strategy uses them."""
+        text = req.prompt_text()
+        input_tokens = max(1, math.ceil(len(text) / 4))
+        output_est = req.max_tokens or 256
+        needs_model = strategy == "learned" or (strategy == "task" and req.task_hint is None)
+        base = Features(input_tokens=input_tokens, output_tokens_est=output_est,
+                        task_probs={req.task_hint: 1.0} if req.task_hint else {})
+        if not needs_model:
+            return base, None
+        if self.features is None:
+            return base, "no embedder/classifier configured"
+        try:
+            return self.features.extract(req), None
+        except Exception as exc:  # noqa: BLE001 - any failure of the model path falls back to the rules
+            log.warning("feature extraction failed, falling back to rules: %s", type(exc).__name__)
+            return base, f"feature extraction failed: {type(exc).__name__}: {exc}"
+
+    def _select(self, name: str, ctx: Context, eligible: list[Any],
+                fallback: str | None) -> tuple[str, Ranking, str | None]:
+        strategy = self.strategies.get(name)
+        reason = fallback
+        if strategy is None and name == "learned":
+            reason = reason or "no trained model loaded (cold start)"
+        elif strategy is not None and not getattr(strategy, "ready", True):
+            reason = reason or "learned policy not ready (cold start or invalid state)"
+        if strategy is not None and reason is None:
+            try:
+                with self._rng_lock:
+                    return name, strategy.select(ctx, eligible, self.rng), None
+            except Exception as exc:  # noqa: BLE001 - a failing policy must never fail the request
+                log.warning("strategy %s failed, falling back to rules: %s", name, type(exc).__name__)
+                reason = f"strategy {name} failed: {type(exc).__name__}: {exc}"
+        fb = self.config.routing.fallback_strategy if name not in RULES else name
+        rule = self.strategies[fb]
+        return fb, rule.select(ctx, eligible, self.rng), reason
+
+    def learn(self, arm: ArmId, features: Features, quality: float, *, cost_usd: float, latency_s: float) -> None:
+        self.stats.record_quality(arm, quality)
+        for strategy in self.strategies.values():
+            strategy.update(arm, features, quality, cost_usd=cost_usd, latency_s=latency_s)
+
+
+def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | None = None,
+                  embedder: Any = None) -> Planner:
+    """Wire a Planner from config: state objects, rule strategies, the learned policy and features when a
+    model is configured, and experiments. Model files are read here, never at import."""
+    clock = clock or SystemClock()
+    r = cfg.routing
+    stats = LiveStats({arm_id(p.name, p.model): (p.quality_prior, p.latency_prior_s) for p in cfg.providers},
+                      alpha=r.ewma_alpha, heal_half_life_s=r.availability_half_life_s, clock=clock)
+    breaker = CircuitBreaker(failure_threshold=cfg.breaker.failure_threshold,
+                             reset_timeout_s=cfg.breaker.reset_timeout_s, clock=clock)
+    budget = BudgetLedger(provider_limits=cfg.budgets.providers, tenant_limits=cfg.budgets.tenants,
+                          window=cfg.budgets.window, clock=clock)
+    strategies: dict[str, Strategy] = {name: cls() for name, cls in RULES.items()}
+    features = _build_features(cfg, embedder)
+    learned = _build_learned(cfg)
+    if learned is not None:
+        strategies["learned"] = learned
+    assign = _build_assigner(cfg)
+    return Planner(cfg, stats, breaker, budget, Analytics(), strategies, clock,
+                   np.random.default_rng(seed if seed is not None else r.seed), features=features, assign=assign)
+
+
+def _wants_model(cfg: RouterConfig) -> bool:
+    names = {cfg.routing.strategy, *(p.strategy for p in cfg.routing.presets.values())}
+    names |= {v.strategy for e in cfg.experiments for v in e.variants}
+    return bool({"learned", "task"} & names)
+
+
+def _build_features(cfg: RouterConfig, embedder: Any) -> Any:
+    if not _wants_model(cfg):
+        return None
+    from learned_router.features import build_feature_extractor
+
+    return build_feature_extractor(cfg, embedder=embedder)
+
+
+def _build_learned(cfg: RouterConfig) -> Strategy | None:
+    path = cfg.routing.model_path
+    if path is None:
+        return None
+    from learned_router.strategies.thompson import load_learned_strategy
+
+    return load_learned_strategy(path, cfg)
+
+
+def _build_assigner(cfg: RouterConfig) -> Callable[[ChatRequest], Assignment | None] | None:
+    active = [e for e in cfg.experiments if e.enabled]
+    if not active:
+        return None
+    from learned_router.experiments import make_assigner
+
+    return make_assigner(active)
+
+
+def default_models_dir() -> Path:
+    """The project's ``models/`` folder (beside the package in a source checkout)."""
+    return Path(__file__).resolve().parent.parent / "models"
