@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,9 +35,11 @@ from learned_router.types import (
     Completion,
     Decision,
     Outcome,
-    StreamChunk,
     split_arm,
 )
+
+if TYPE_CHECKING:
+    from learned_router.streaming import AsyncRoutedStream, RoutedStream
 
 __all__ = ["AsyncRouter", "Router"]
 
@@ -157,8 +159,11 @@ class Router:
         raise self._exhausted(run, features)
 
     def stream(self, request: ChatRequest | Mapping[str, Any]) -> RoutedStream:
-        """Route and stream. Failover happens only before the first chunk; an error after it is raised from
-        the iterator as a ProviderError (the answer is incomplete) and logged as such."""
+        """Route and stream: iterate the result for StreamChunks. Failover happens only before the first
+        chunk; an error after it is raised from the iterator as a ProviderError (the answer is incomplete)
+        and logged as such. ``result.completion`` is set when the stream ended normally."""
+        from learned_router.streaming import RoutedStream
+
         req = ChatRequest.coerce(request)
         decision, features = self._plan_or_log(req)
         return RoutedStream(self, req, decision, features)
@@ -259,68 +264,6 @@ class Router:
             self.log.append_refusal(req, err)
 
 
-class RoutedStream:
-    """Iterator of StreamChunks for one routed request; ``completion`` is set once the stream ends."""
-
-    def __init__(self, router: Router, req: ChatRequest, decision: Decision, features: Features) -> None:
-        self.router = router
-        self.request = req
-        self.decision = decision
-        self.features = features
-        self.run = router._run(decision, req)
-        self.completion: Completion | None = None
-        self.served_arm: ArmId | None = None
-
-    def __iter__(self) -> Iterator[StreamChunk]:
-        run = self.run
-        try:
-            for arm in run.candidates():
-                client = self.router.clients[split_arm(arm)[0]]
-                chunks = client.stream(self.request, timeout_s=run.attempt_timeout_s())
-                try:
-                    first = next(iter(chunks))
-                except StopIteration:
-                    first = StreamChunk()
-                except ProviderError as err:
-                    if not run.failed(err):
-                        break
-                    continue
-                run.first_byte()
-                self.served_arm = arm
-                yield from self._relay(first, chunks, client)
-                return
-        except BaseException:
-            run.abandon()
-            raise
-        raise self.router._exhausted(run, self.features)
-
-    def _relay(self, first: StreamChunk, rest: Iterator[StreamChunk], client: Any) -> Iterator[StreamChunk]:
-        text: list[str] = []
-        usage_in: int | None = None
-        usage_out: int | None = None
-        finish: str | None = None
-        chunk = first
-        try:
-            while True:
-                text.append(chunk.text)
-                usage_in = chunk.input_tokens if chunk.input_tokens is not None else usage_in
-                usage_out = chunk.output_tokens if chunk.output_tokens is not None else usage_out
-                finish = chunk.finish_reason or finish
-                yield chunk
-                try:
-                    chunk = next(rest)
-                except StopIteration:
-                    break
-        except ProviderError as err:
-            self.run.failed(err)
-            self.router._exhausted(self.run, self.features)
-            raise
-        joined = "".join(text)
-        in_tok = usage_in if usage_in is not None else max(1, len(self.request.prompt_text()) // 4)
-        out_tok = usage_out if usage_out is not None else max(1, len(joined) // 4)
-        self.completion = self.router._served(self.run, self.features, joined, finish, in_tok, out_tok, client)
-
-
 class AsyncRouter(Router):
     """The same router with coroutine methods: ``await router.complete(...)``; ``route`` stays sync-cheap
     but is offered as a coroutine too for symmetry."""
@@ -351,6 +294,14 @@ class AsyncRouter(Router):
     async def feedback(self, request_id: str, quality: float, *, source: str = "user",  # type: ignore[override]
                        tenant: str | None = None) -> bool:
         return Router.feedback(self, request_id, quality, source=source, tenant=tenant)
+
+    def stream(self, request: ChatRequest | Mapping[str, Any]) -> AsyncRoutedStream:  # type: ignore[override]
+        """Like ``Router.stream``, iterated with ``async for``."""
+        from learned_router.streaming import AsyncRoutedStream
+
+        req = ChatRequest.coerce(request)
+        decision, features = self._plan_or_log(req)
+        return AsyncRoutedStream(self, req, decision, features)
 
     async def aclose(self) -> None:
         for client in self.clients.values():
