@@ -71,10 +71,15 @@ class CircuitBreaker:
         self.clock = clock or SystemClock()
         self.store = store or MemoryBreakerStore()
 
+    def _time(self) -> float:
+        # Wall-clock seconds, not monotonic: the state may be shared (Redis) by routers on other machines,
+        # and only wall time means the same thing in every process.
+        return self.clock.now().timestamp()
+
     def state(self, arm: str) -> str:
         """The state as seen now: an open breaker whose timeout has passed reads as half-open."""
         s = self.store.get(arm)
-        if s.state == OPEN and self.clock.monotonic() - s.opened_at >= self.reset_timeout_s:
+        if s.state == OPEN and self._time() - s.opened_at >= self.reset_timeout_s:
             return HALF_OPEN
         return s.state
 
@@ -87,12 +92,12 @@ class CircuitBreaker:
         if s.state == CLOSED:
             return True
         if s.state == OPEN:
-            return self.clock.monotonic() - s.opened_at >= self.reset_timeout_s
+            return self._time() - s.opened_at >= self.reset_timeout_s
         return not s.probe_in_flight
 
     def allow(self, arm: str) -> bool:
         """Claim permission for one call. In half-open state exactly one caller gets True."""
-        now = self.clock.monotonic()
+        now = self._time()
 
         def fn(s: BreakerState) -> tuple[BreakerState, object]:
             if s.state == CLOSED:
@@ -112,7 +117,7 @@ class CircuitBreaker:
 
     def record_failure(self, arm: str) -> bool:
         """Count a failure; returns True when this failure tripped (opened) the breaker."""
-        now = self.clock.monotonic()
+        now = self._time()
 
         def fn(s: BreakerState) -> tuple[BreakerState, object]:
             if s.state == HALF_OPEN:

@@ -181,6 +181,14 @@ class LogConfig(_Strict):
     queue_size: int = Field(default=10_000, ge=1)
 
 
+class StateConfig(_Strict):
+    """Where budget balances and breaker states live: in this process, or in Redis to share them."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "learned-router:"
+
+
 class EmbedderConfig(_Strict):
     kind: Literal["minilm", "hashing"] = "minilm"
     dim: int = Field(default=384, gt=0)
@@ -197,6 +205,7 @@ class RouterConfig(_Strict):
     experiments: list[ExperimentConfig] = Field(default_factory=list)
     log: LogConfig = Field(default_factory=LogConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:

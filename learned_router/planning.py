@@ -185,10 +185,11 @@ def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | 
     r = cfg.routing
     stats = LiveStats({arm_id(p.name, p.model): (p.quality_prior, p.latency_prior_s) for p in cfg.providers},
                       alpha=r.ewma_alpha, heal_half_life_s=r.availability_half_life_s, clock=clock)
+    breaker_store, budget_backend = _shared_state(cfg)
     breaker = CircuitBreaker(failure_threshold=cfg.breaker.failure_threshold,
-                             reset_timeout_s=cfg.breaker.reset_timeout_s, clock=clock)
+                             reset_timeout_s=cfg.breaker.reset_timeout_s, clock=clock, store=breaker_store)
     budget = BudgetLedger(provider_limits=cfg.budgets.providers, tenant_limits=cfg.budgets.tenants,
-                          window=cfg.budgets.window, clock=clock)
+                          window=cfg.budgets.window, clock=clock, backend=budget_backend)
     strategies: dict[str, Strategy] = {name: cls() for name, cls in RULES.items()}
     features = _build_features(cfg, embedder)
     learned = _build_learned(cfg)
@@ -197,6 +198,17 @@ def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | 
     assign = _build_assigner(cfg)
     return Planner(cfg, stats, breaker, budget, Analytics(), strategies, clock,
                    np.random.default_rng(seed if seed is not None else r.seed), features=features, assign=assign)
+
+
+def _shared_state(cfg: RouterConfig) -> tuple[Any, Any]:
+    """(breaker store, budget backend): None for in-process state, else Redis-backed ones."""
+    if cfg.state.backend == "memory":
+        return None, None
+    from learned_router.shared_state import RedisBreakerStore, RedisBudgetBackend, connect
+
+    client = connect(cfg.state.redis_url)
+    return (RedisBreakerStore(client, prefix=cfg.state.prefix + "breaker:"),
+            RedisBudgetBackend(client, prefix=cfg.state.prefix + "budget:"))
 
 
 def _wants_model(cfg: RouterConfig) -> bool:
