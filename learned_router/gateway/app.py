@@ -1,0 +1,317 @@
+"""The OpenAI-compatible HTTP gateway: ``create_app(router)`` → a FastAPI (ASGI) app. No global state: all
+of it lives on the router and on the app.
+
+Endpoints:
+
+* ``POST /v1/chat/completions`` (plain and ``stream: true``): ``model`` is ``auto``, a preset from
+  ``routing.presets``, a provider name, or an arm ``provider::model``. Routing hints come as extra body fields
+  or headers (see ``gateway.wire``). Answers carry ``x-learned-router-request-id``, ``-provider``, ``-model``
+  and (non-streaming) ``-cost-usd`` headers; a stream reports its cost in its final usage chunk.
+* ``GET /v1/models``: the presets and arms a client may name.
+* ``POST /v1/feedback``: ``{"request_id": ..., "quality": 0..1}`` credits a served request (404 when the id is
+  unknown or belongs to another tenant).
+* ``GET /metrics`` (Prometheus text) and ``GET /health`` (200 ready / 503 not ready); both need no key.
+
+Authentication and the error answers are described in ``gateway.auth`` and ``gateway.errors``; streaming in
+``gateway.sse``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from learned_router.config import resolve_secret
+from learned_router.errors import AllAttemptsFailedError
+from learned_router.gateway.auth import KeyRing
+from learned_router.gateway.errors import HttpError, Redactor, error_body, to_http_error
+from learned_router.gateway.health import health_report
+from learned_router.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from learned_router.gateway.sse import SSEResponse, relay
+from learned_router.gateway.wire import (
+    HEADER_COST,
+    HEADER_MODEL,
+    HEADER_PROVIDER,
+    HEADER_REQUEST_ID,
+    ChunkWriter,
+    completion_body,
+    parse_chat_request,
+    parse_feedback,
+)
+from learned_router.types import ChatRequest, Completion, split_arm
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+_CHAT = "/v1/chat/completions"
+
+
+def _as_async(router: Any) -> Any:
+    """An AsyncRouter sharing ``router``'s state (a sync Router is wrapped; an AsyncRouter is used as is)."""
+    from learned_router.router import AsyncRouter
+
+    if isinstance(router, AsyncRouter):
+        return router
+    return AsyncRouter(router.config, clients=router.clients, planner=router.planner, clock=router.clock,
+                       log=router.log)
+
+
+def _secrets(router: Any) -> list[str]:
+    """Every provider key the router could send, so that the redactor can scrub them."""
+    found: list[str] = []
+    for p in router.config.providers:
+        value = resolve_secret(p.api_key)
+        if value:
+            found.append(value)
+    for client in router.clients.values():
+        for attr in ("api_key", "_api_key"):
+            value = getattr(client, attr, None)
+            if isinstance(value, str) and value:
+                found.append(value)
+    return found
+
+
+class _Gateway:
+    """The endpoint handlers of one app."""
+
+    def __init__(self, router: Any, *, max_body_bytes: int, secrets: Iterable[str]) -> None:
+        self.router = router
+        self.max_body_bytes = max_body_bytes
+        self.keys = KeyRing(router.config.tenants)
+        self.metrics = GatewayMetrics(router)
+        self.redact = Redactor([*_secrets(router), *secrets])
+        self._models = json.dumps(self._model_list()).encode()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _json(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+        from starlette.responses import Response
+
+        return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+    def _error(self, exc: BaseException, route: str, request_id: str | None = None) -> Response:
+        err = to_http_error(exc, self.redact)
+        if err.status >= 500:
+            if err.code == "internal_error":
+                log.error("request %s failed unexpectedly: %s", request_id,
+                          self.redact("".join(traceback.format_exception(exc)).rstrip()))
+            else:
+                log.warning("request %s answered %d: %s", request_id, err.status, self.redact(err.message))
+        headers = dict(err.headers)
+        if request_id is not None:
+            headers[HEADER_REQUEST_ID] = request_id
+        self.metrics.http(route, err.status)
+        self.metrics.error(err.kind, err.code)
+        return self._json(err.encode(self.redact), err.status, headers)
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise HttpError(400, "invalid Content-Length header", code="invalid_request") from None
+            if size > self.max_body_bytes:
+                raise HttpError(413, f"request body of {size} bytes exceeds the limit of {self.max_body_bytes}",
+                                code="request_too_large")
+        parts: list[bytes] = []
+        total = 0
+        async for part in request.stream():
+            total += len(part)
+            if total > self.max_body_bytes:
+                raise HttpError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes",
+                                code="request_too_large")
+            parts.append(part)
+        return b"".join(parts)
+
+    def _model_list(self) -> dict[str, Any]:
+        cfg = self.router.config
+        data: list[dict[str, Any]] = [{"id": "auto", "object": "model", "created": 0, "owned_by": "learned-router",
+                                       "kind": "preset", "strategy": cfg.routing.strategy}]
+        for name, preset in cfg.routing.presets.items():
+            data.append({"id": name, "object": "model", "created": 0, "owned_by": "learned-router",
+                         "kind": "preset", "strategy": preset.strategy or cfg.routing.strategy})
+        for p in cfg.providers:
+            data.append({"id": p.arm, "object": "model", "created": 0, "owned_by": p.name, "kind": "arm",
+                         "provider": p.name, "model": p.model, "region": p.region,
+                         "price_in_per_mtok": p.price_in_per_mtok, "price_out_per_mtok": p.price_out_per_mtok})
+        return {"object": "list", "data": data}
+
+    # -- endpoints ----------------------------------------------------------------------------------------
+    async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex
+        self.metrics.in_flight.inc()
+        streaming = False
+        try:
+            tenant = self.keys.tenant_for(request.headers.get("authorization"))
+            body = await self._body(request)
+            req = parse_chat_request(body, request.headers, request_id=request_id, tenant=tenant)
+            if req.stream:
+                streaming = True
+                return await self._stream(req, started)
+            try:
+                completion = await self.router.complete(req)
+            except AllAttemptsFailedError as exc:
+                self.metrics.failed(exc.attempts, total_s=time.perf_counter() - started, stream=False)
+                raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error answer
+            if streaming:
+                self.metrics.in_flight.dec()
+            return self._error(exc, _CHAT, request_id)
+        finally:
+            if not streaming:
+                self.metrics.in_flight.dec()
+        self.metrics.served(completion, total_s=time.perf_counter() - started, stream=False)
+        self.metrics.http(_CHAT, 200)
+        headers = {HEADER_REQUEST_ID: request_id, HEADER_PROVIDER: completion.provider,
+                   HEADER_MODEL: completion.model, HEADER_COST: f"{completion.cost_usd:.10f}"}
+        return self._json(json.dumps(completion_body(completion)).encode(), 200, headers)
+
+    async def _stream(self, req: ChatRequest, started: float) -> Response:
+        """Start a stream: wait for the first chunk (failover happens before it), then relay."""
+        stream = self.router.stream(req)
+        chunks = stream.__aiter__()
+        try:
+            first = await anext(chunks)
+        except BaseException as exc:
+            attempts = exc.attempts if isinstance(exc, AllAttemptsFailedError) else stream.run.attempts
+            self.metrics.failed(attempts, total_s=time.perf_counter() - started, stream=True)
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if isinstance(exc, StopAsyncIteration):
+                raise HttpError(502, "the provider stream ended before it started", kind="upstream_error",
+                                code="stream_interrupted") from None
+            raise
+        arm = stream.served_arm or stream.decision.arm
+        provider, model = split_arm(arm)
+        # Provider time before the first relayed byte: failed attempts plus the served one's time to first byte.
+        before_first = sum(a.latency_s for a in stream.run.attempts)
+        cur = getattr(stream.run, "_current", None)
+        if cur is not None and getattr(cur, "first_byte_at", None) is not None:
+            before_first += cur.first_byte_at - cur.started
+
+        def on_done(c: Completion) -> None:
+            self.metrics.served(c, total_s=time.perf_counter() - started, stream=True,
+                                upstream_s=before_first)
+            self.metrics.http(_CHAT, 200)
+
+        def on_error(err: HttpError, exc: BaseException) -> None:
+            self.metrics.failed(stream.run.attempts, total_s=time.perf_counter() - started, stream=True)
+            self.metrics.interruptions.labels(provider).inc()
+            self.metrics.http(_CHAT, 200)
+            self.metrics.error(err.kind, err.code)
+            if err.code == "internal_error":
+                log.error("stream %s failed unexpectedly: %s", req.request_id,
+                          self.redact("".join(traceback.format_exception(exc)).rstrip()))
+            else:
+                log.warning("stream %s interrupted after the first byte: %s", req.request_id,
+                            self.redact(err.message))
+
+        events: AsyncIterator[bytes] = relay(first, chunks, ChunkWriter(req.request_id, arm),
+                                             completion=lambda: stream.completion, redact=self.redact,
+                                             on_done=on_done, on_error=on_error)
+        headers = {HEADER_REQUEST_ID: req.request_id, HEADER_PROVIDER: provider, HEADER_MODEL: model}
+        return SSEResponse(events, headers, source=chunks, on_close=self.metrics.in_flight.dec)
+
+    async def models(self, request: Request) -> Response:
+        try:
+            self.keys.tenant_for(request.headers.get("authorization"))
+        except HttpError as exc:
+            return self._error(exc, "/v1/models")
+        self.metrics.http("/v1/models", 200)
+        return self._json(self._models)
+
+    async def feedback(self, request: Request) -> Response:
+        route = "/v1/feedback"
+        try:
+            tenant = self.keys.tenant_for(request.headers.get("authorization"))
+            fb = parse_feedback(await self._body(request))
+            ok = await self.router.feedback(fb.request_id, fb.quality, source=fb.source, tenant=tenant)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error answer
+            return self._error(exc, route)
+        self.metrics.feedback.labels("accepted" if ok else "not_found").inc()
+        if not ok:
+            return self._error(HttpError(404, f"no served request with id '{fb.request_id}' for this tenant",
+                                         code="request_not_found", param="request_id"), route)
+        self.metrics.http(route, 200)
+        return self._json(json.dumps({"request_id": fb.request_id, "accepted": True}).encode())
+
+    async def health(self, request: Request) -> Response:
+        ready, body = health_report(self.router)
+        self.metrics.http("/health", 200 if ready else 503)
+        return self._json(json.dumps(body).encode(), 200 if ready else 503)
+
+    async def prometheus(self, request: Request) -> Response:
+        from starlette.responses import Response
+
+        self.metrics.http("/metrics", 200)
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def create_app(router: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, close_router: bool = False,
+               redact: Iterable[str] = ()) -> FastAPI:
+    """The gateway app serving ``router``.
+
+    Args:
+        router: a Router or AsyncRouter (a sync Router is wrapped in an AsyncRouter sharing its state).
+        max_body_bytes: request bodies above this many bytes are refused with 413 (default 1 MiB).
+        close_router: close the router's provider clients and log when the app shuts down.
+        redact: more secret strings to scrub from every answer and log line (provider keys are always
+            scrubbed).
+    """
+    from fastapi import FastAPI
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.responses import Response
+
+    arouter = _as_async(router)
+    gw = _Gateway(arouter, max_body_bytes=max_body_bytes, secrets=redact)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_router:
+            await arouter.aclose()
+
+    options: dict[str, Any] = {}
+    if "telemetry" in inspect.signature(FastAPI).parameters:
+        # Recent FastAPI versions trace through OpenTelemetry when a provider is configured; the gateway
+        # exports its own Prometheus metrics, so keep the hot path free of it.
+        options["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
+    app = FastAPI(title="learned-router gateway", openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=lifespan, **options)
+    app.state.gateway = gw
+    app.state.router = arouter
+    app.add_route(_CHAT, gw.chat, methods=["POST"])
+    app.add_route("/v1/models", gw.models, methods=["GET"])
+    app.add_route("/v1/feedback", gw.feedback, methods=["POST"])
+    app.add_route("/health", gw.health, methods=["GET"])
+    app.add_route("/metrics", gw.prometheus, methods=["GET"])
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        detail = getattr(exc, "detail", "error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        body = error_body(f"{detail}: {request.method} {request.url.path}", "invalid_request_error", code)
+        return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        return gw._error(exc, request.url.path)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+    return app
