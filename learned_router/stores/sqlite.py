@@ -315,14 +315,6 @@ class SqliteDecisionLog:
                 if attempt + 1 < self.max_retries:
                     time.sleep(delay)
                     delay = min(delay * 2, 2.0)
-        with self._done:
-            if error is None:
-                self.stats.written += len(batch)
-            else:
-                self.stats.failed += len(batch)
-                self._failed.update(seq for seq, _ in batch)
-            self._done_seq = batch[-1][0]
-            self._done.notify_all()
         if error is not None:
             log.error("decision log %s: gave up on %d records after %d attempts: %s", self.path, len(batch),
                       self.max_retries, error)
@@ -331,6 +323,14 @@ class SqliteDecisionLog:
                     self.on_error(error, [rec for _, rec in batch])
                 except Exception:
                     log.exception("decision log %s: the on_error callback failed", self.path)
+        with self._done:
+            if error is None:
+                self.stats.written += len(batch)
+            else:
+                self.stats.failed += len(batch)
+                self._failed.update(seq for seq, _ in batch)
+            self._done_seq = batch[-1][0]
+            self._done.notify_all()
 
     # ------------------------------------------------------------------ feedback
     def add_feedback(self, request_id: str, quality: float, source: str = "user", tenant: str | None = None,
