@@ -18,6 +18,7 @@ Authentication and the error answers are described in ``gateway.auth`` and ``gat
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import logging
@@ -27,6 +28,8 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from learned_router.config import resolve_secret
 from learned_router.errors import AllAttemptsFailedError
@@ -45,6 +48,7 @@ from learned_router.gateway.wire import (
     parse_chat_request,
     parse_feedback,
 )
+from learned_router.router import AsyncRouter, Router
 from learned_router.types import ChatRequest, Completion, split_arm
 
 if TYPE_CHECKING:
@@ -62,8 +66,6 @@ _CHAT = "/v1/chat/completions"
 
 def _as_async(router: Any) -> Any:
     """An AsyncRouter sharing ``router``'s state (a sync Router is wrapped; an AsyncRouter is used as is)."""
-    from learned_router.router import AsyncRouter
-
     if isinstance(router, AsyncRouter):
         return router
     return AsyncRouter(router.config, clients=router.clients, planner=router.planner, clock=router.clock,
@@ -241,7 +243,9 @@ class _Gateway:
         try:
             tenant = self.keys.tenant_for(request.headers.get("authorization"))
             fb = parse_feedback(await self._body(request))
-            ok = await self.router.feedback(fb.request_id, fb.quality, source=fb.source, tenant=tenant)
+            # The decision log may wait for its writer and open SQLite: keep that off the event loop.
+            ok = await anyio.to_thread.run_sync(functools.partial(
+                Router.feedback, self.router, fb.request_id, fb.quality, source=fb.source, tenant=tenant))
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error answer
             return self._error(exc, route)
         self.metrics.feedback.labels("accepted" if ok else "not_found").inc()
