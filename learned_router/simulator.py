@@ -9,7 +9,9 @@ Used by ``learned-router demo``, by the gateway tests and by the router's end-to
         profile.set_mode("error500")  # every following call fails with HTTP 500
 
 Answers are deterministic per (profile, prompt). Each response carries the answer's "true" quality in
-``x-sim-quality`` (and the guessed task in ``x-sim-task``) so a demo judge can score it. ``mode`` switches
+``x-sim-quality`` (and the guessed task in ``x-sim-task``) so a demo judge can score it: read it with an
+httpx ``event_hooks={"response": [...]}`` hook on the injected client, or ask ``profile.true_quality(text)``
+for the same number. ``mode`` switches
 the failure at run time: ``ok``, ``error500``, ``timeout`` (no answer until the client gives up),
 ``rate_limit`` (429 with ``Retry-After: 1``), ``reset`` (the connection is dropped with a TCP reset),
 ``malformed`` (an invalid JSON body), ``context_length`` (400 context-length error in the API's own shape),
@@ -189,10 +191,11 @@ class SimProfile:
         with self._lock:
             return self._calls
 
-    def true_quality(self, prompt: str) -> float:
-        """The quality of this profile's answer to ``prompt`` (what ``x-sim-quality`` reports)."""
+    def true_quality(self, user_text: str) -> float:
+        """The quality of this profile's answer to a request whose last user message is ``user_text`` (what
+        ``x-sim-quality`` reports). Quality depends on that text only, not on system prompts."""
         with self._lock:
-            return self._quality(prompt, guess_task(prompt))
+            return self._quality(user_text, guess_task(user_text))
 
     # -- answering ----------------------------------------------------------------------------------------
     def _quality(self, prompt: str, task: str) -> float:
@@ -202,7 +205,14 @@ class SimProfile:
         return round(min(1.0, max(0.0, mean - 0.3 * difficulty + noise)), 4)
 
     def answer(self, prompt: str, task_text: str, max_tokens: int | None, json_mode: bool) -> SimAnswer:
-        """Decide the answer to one request (and count the call)."""
+        """Decide the answer to one request (and count the call).
+
+        Args:
+            prompt: every message's text (decides the answer text and the input tokens).
+            task_text: the last user message (decides the task and the quality).
+            max_tokens: the request's cap; a longer answer is cut and finishes with ``length``.
+            json_mode: answer with a JSON object.
+        """
         task = guess_task(task_text)
         n_words = self.min_words + int(_unit("len", self.name, prompt) * (self.max_words - self.min_words + 1))
         words = [_WORDS[int(_unit("w", self.name, prompt, str(i)) * len(_WORDS))] for i in range(n_words)]
@@ -216,7 +226,7 @@ class SimProfile:
             self._calls += 1
             jitter = self._rng.uniform(0.0, self.jitter_s) if self.jitter_s > 0 else 0.0
             return SimAnswer(
-                mode=self.mode, text=text, task=task, quality=self._quality(prompt, task),
+                mode=self.mode, text=text, task=task, quality=self._quality(task_text, task),
                 input_tokens=max(1, len(prompt) // 4), output_tokens=max(1, len(text) // 4), finish_reason=finish,
                 ttft_s=self.latency_s + jitter, per_token_s=self.per_token_s, hang_s=self.hang_s,
                 retry_after_s=self.retry_after_s, cut_after_chunks=self.cut_after_chunks, usage=self.usage,

@@ -217,6 +217,18 @@ class ProviderClient:
             self._ahttp = None
         self.close()
 
+    def __enter__(self) -> ProviderClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     # -- internals --------------------------------------------------------------------------------------
     def _client(self) -> httpx.Client:
         if self._http is None:
