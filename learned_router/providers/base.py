@@ -262,7 +262,7 @@ def error_message(body: bytes) -> str:
         elif isinstance(err, str):
             msg = err
     if not msg:
-        msg = body[:_MAX_MESSAGE_CHARS].decode("utf-8", "replace").strip()
+        msg = body[: _MAX_MESSAGE_CHARS + 1].decode("utf-8", "replace").strip()
     msg = " ".join(msg.split())
     return msg[:_MAX_MESSAGE_CHARS] + ("..." if len(msg) > _MAX_MESSAGE_CHARS else "")
 
