@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,10 +21,23 @@ MSG = [{"role": "user", "content": "Explain what a circuit breaker is."}]
 ENV = {"SIM_FLAKY_KEY": "sk-flaky-0123456789abcdef", "SIM_GOOD_KEY": "sk-good-0123456789abcdef"}
 
 
+def nodelay(handle: ServerHandle) -> ServerHandle:
+    """Turn off Nagle's algorithm on a server's listening sockets (accepted sockets inherit it). Without it
+    every keep-alive response whose headers and body go out in two writes waits ~40 ms for a delayed ACK:
+    a socket made with ``socket.socket(AF_INET, SOCK_STREAM)`` has ``proto == 0``, and asyncio only sets
+    TCP_NODELAY on sockets whose proto is IPPROTO_TCP."""
+    for server in handle.server.servers:
+        for sock in server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return handle
+
+
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[SimFleet]:
     with SimFleet([SimProfile("flaky", latency_s=0.002, cut_after_chunks=2, min_words=30, max_words=40),
                    SimProfile("good", latency_s=0.002, min_words=30, max_words=40)]) as f:
+        for handle in f.servers.values():
+            nodelay(handle)
         yield f
 
 
@@ -48,15 +62,17 @@ class Gateway:
     Plain-HTTP clients are built with ``verify=False`` only because creating a TLS context costs ~0.1 s and
     every connection here is plain HTTP on loopback."""
 
-    def __init__(self, fleet: SimFleet, http: httpx.Client, **extra: Any) -> None:
+    def __init__(self, fleet: SimFleet, http: httpx.Client, *, config: dict[str, Any] | None = None,
+                 app_options: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> None:
         for p in fleet.profiles.values():
             p.set_mode("ok")
         self.fleet = fleet
         self.http = http
         self._upstream = httpx.AsyncClient(verify=False)
-        self.router = Router.from_config(make_config(fleet, **extra), environ=ENV, ahttp=self._upstream)
-        self.app = create_app(self.router)
-        self.server: ServerHandle = serve_in_thread(self.app)
+        self.router = Router.from_config(config or make_config(fleet), environ=environ or ENV,
+                                         ahttp=self._upstream)
+        self.app = create_app(self.router, **(app_options or {}))
+        self.server: ServerHandle = nodelay(serve_in_thread(self.app))
         self.url = self.server.url
 
     def client(self, key: str = "unused") -> openai.OpenAI:
