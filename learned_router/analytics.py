@@ -93,7 +93,7 @@ class Analytics:
                     "latency_p95_ms": pct[1],
                     "latency_p99_ms": pct[2],
                     "breaker_trips": t.breaker_trips,
-                    "breaker_state": (breaker_states or {}).get(arm, "closed"),
+                    "breaker_state": (breaker_states or {}).get(arm),
                     "failovers_from": t.failovers_from,
                 })
             return {

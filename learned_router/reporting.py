@@ -44,7 +44,7 @@ def report_table(data: Mapping[str, Any]) -> Table:
             row["arm"], str(row["requests"]), str(row["successes"]),
             f"{row['errors']}" + (f" ({kinds})" if kinds else ""), f"{row['total_cost_usd']:.5f}",
             f"{row['cost_per_request_usd']:.6f}", ms(row["latency_p50_ms"]), ms(row["latency_p95_ms"]),
-            ms(row["latency_p99_ms"]), str(row["breaker_trips"]), row.get("breaker_state", "closed"),
+            ms(row["latency_p99_ms"]), str(row["breaker_trips"]), row.get("breaker_state") or "-",
         )
     return table
 
