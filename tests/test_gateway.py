@@ -109,7 +109,7 @@ def gw(fleet: SimFleet, http: httpx.Client) -> Iterator[Gateway]:
     g.close()
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def metric(text: str, name: str, /, **labels: str) -> float:
     """The value of one sample in Prometheus text, 0 when absent."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
