@@ -192,9 +192,12 @@ def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | 
                           window=cfg.budgets.window, clock=clock, backend=budget_backend)
     strategies: dict[str, Strategy] = {name: cls() for name, cls in RULES.items()}
     features = _build_features(cfg, embedder)
-    learned = _build_learned(cfg)
-    if learned is not None:
-        strategies["learned"] = learned
+    if _wants_learned(cfg):
+        strategies["learned"] = _build_learned(cfg, cfg.routing.model_path)
+    for exp in cfg.experiments:
+        for v in exp.variants:
+            if v.strategy == "learned" and v.model_path is not None:
+                strategies[_variant_strategy(exp.name, v.name)] = _build_learned(cfg, v.model_path)
     assign = _build_assigner(cfg)
     return Planner(cfg, stats, breaker, budget, Analytics(), strategies, clock,
                    np.random.default_rng(seed if seed is not None else r.seed), features=features, assign=assign)
@@ -225,12 +228,30 @@ def _build_features(cfg: RouterConfig, embedder: Any) -> Any:
     return build_feature_extractor(cfg, embedder=embedder)
 
 
-def _build_learned(cfg: RouterConfig) -> Strategy | None:
-    path = cfg.routing.model_path
-    if path is None:
-        return None
-    from learned_router.strategies.thompson import load_learned_strategy
+def _wants_learned(cfg: RouterConfig) -> bool:
+    names = {cfg.routing.strategy, *(p.strategy for p in cfg.routing.presets.values())}
+    names |= {v.strategy for e in cfg.experiments for v in e.variants if v.model_path is None}
+    return "learned" in names
 
+
+def _variant_strategy(experiment: str, variant: str) -> str:
+    return f"learned@{experiment}/{variant}"
+
+
+def _build_learned(cfg: RouterConfig, path: str | None) -> Strategy:
+    """The learned policy from ``path`` (a folder or a ``models:/`` registry URI), or a cold one that
+    learns online from feedback and is not used until it has seen enough (the rules route meanwhile)."""
+    from learned_router.strategies.thompson import ThompsonStrategy, load_learned_strategy
+
+    if path is None:
+        strategy = ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers},
+                                    explore=cfg.routing.exploration)
+        strategy.error = None
+        return strategy
+    if path.startswith("models:/"):
+        from learned_router.registry import resolve_model_uri
+
+        path = str(resolve_model_uri(path))
     return load_learned_strategy(path, cfg)
 
 
@@ -240,7 +261,17 @@ def _build_assigner(cfg: RouterConfig) -> Callable[[ChatRequest], Assignment | N
         return None
     from learned_router.experiments import make_assigner
 
-    return make_assigner(active)
+    assigner = make_assigner(active)
+    own_model = {(e.name, v.name) for e in active for v in e.variants
+                 if v.strategy == "learned" and v.model_path is not None}
+
+    def assign(req: ChatRequest) -> Assignment | None:
+        a = assigner(req)
+        if a is not None and (a.experiment, a.variant) in own_model:
+            return Assignment(a.experiment, a.variant, a.probability, _variant_strategy(a.experiment, a.variant))
+        return a
+
+    return assign
 
 
 def default_models_dir() -> Path:
