@@ -296,9 +296,13 @@ class ContextTransform:
         self.mean_ = E.mean(axis=0)
         p = min(self.n_components, E.shape[1], max(len(E) - 1, 0))
         if p > 0:
-            _, s, vt = np.linalg.svd(E - self.mean_, full_matrices=False)
-            self.components_ = vt[:p]
-            sd = s[:p] / np.sqrt(max(len(E) - 1, 1))
+            centred = E - self.mean_
+            evals, evecs = np.linalg.eigh(centred.T @ centred / max(len(E) - 1, 1))
+            top = np.argsort(evals)[::-1][:p]
+            comps = evecs[:, top].T
+            comps *= np.where(comps[np.arange(p), np.abs(comps).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+            self.components_ = comps
+            sd = np.sqrt(np.maximum(evals[top], 0.0))
             self.scales_ = 1.0 / np.maximum(sd, 1e-8) if self.whiten else np.ones(p)
         else:
             self.components_ = np.zeros((0, E.shape[1]))

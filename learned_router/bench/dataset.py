@@ -1,0 +1,174 @@
+"""Loading a routing benchmark dataset and caching its prompt embeddings.
+
+A dataset folder holds ``prompts.parquet`` (``prompt_id``, ``prompt``, ``task``, ``split``),
+``outcomes.parquet`` (one row per prompt and model: ``quality``, ``cost_usd``, ``output_tokens``,
+``latency_s``), ``models.json`` (prices and a latency profile per model) and ``meta.json``.
+The outcome matrix is dense, so every router can be replayed on every prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from learned_router.protocols import Embedder
+
+__all__ = ["BenchDataset", "cached_embeddings", "load_dataset"]
+
+logger = logging.getLogger(__name__)
+
+_PROMPT_COLUMNS = ("prompt_id", "prompt", "task", "split")
+_OUTCOME_COLUMNS = ("prompt_id", "model", "quality", "cost_usd", "output_tokens", "latency_s")
+_MODEL_KEYS = ("price_in_per_mtok", "price_out_per_mtok", "ttft_s", "output_tokens_per_s")
+
+
+@dataclass(frozen=True)
+class BenchDataset:
+    """A dense (prompt × model) outcome matrix with its prompts and model catalogue.
+
+    Arrays of shape (n,) are per prompt, (n, k) per prompt and model, (k,) per model; models are in
+    ``models.json`` order.
+    """
+
+    name: str
+    prompt_ids: NDArray[np.str_]
+    prompts: list[str]
+    tasks: NDArray[np.str_]
+    is_train: NDArray[np.bool_]
+    models: tuple[str, ...]
+    quality: NDArray[np.float64]
+    cost_usd: NDArray[np.float64]
+    output_tokens: NDArray[np.float64]
+    latency_s: NDArray[np.float64]
+    price_in_per_mtok: NDArray[np.float64]
+    price_out_per_mtok: NDArray[np.float64]
+    ttft_s: NDArray[np.float64]
+    output_tokens_per_s: NDArray[np.float64]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.models)
+
+    @property
+    def input_tokens(self) -> NDArray[np.float64]:
+        """Estimated input tokens per prompt (characters / ``chars_per_token`` from meta.json, default 4)."""
+        cpt = float(self.meta.get("chars_per_token", 4.0))
+        return np.array([max(1.0, len(p) / cpt) for p in self.prompts])
+
+    def key(self) -> str:
+        """A hash of the prompt ids in order: the key of the embedding cache."""
+        h = hashlib.sha256("\n".join(self.prompt_ids.tolist()).encode()).hexdigest()
+        return h[:16]
+
+
+def load_dataset(dataset_dir: str | Path) -> BenchDataset:
+    """Read a dataset folder. Raises ValueError when a file is missing or the matrix is not dense."""
+    import pandas as pd
+
+    root = Path(dataset_dir)
+    for name in ("prompts.parquet", "outcomes.parquet", "models.json"):
+        if not (root / name).is_file():
+            raise ValueError(f"{root} is not a routing dataset: {name} is missing")
+    prompts = pd.read_parquet(root / "prompts.parquet")
+    outcomes = pd.read_parquet(root / "outcomes.parquet")
+    missing = [c for c in _PROMPT_COLUMNS if c not in prompts.columns]
+    missing += [c for c in _OUTCOME_COLUMNS if c not in outcomes.columns]
+    if missing:
+        raise ValueError(f"{root}: missing columns {missing}")
+    catalogue = json.loads((root / "models.json").read_text())
+    meta = json.loads((root / "meta.json").read_text()) if (root / "meta.json").is_file() else {}
+    models = tuple(catalogue)
+    unknown = set(outcomes["model"].unique()) - set(models)
+    if unknown:
+        raise ValueError(f"{root}: outcomes name models missing from models.json: {sorted(unknown)[:5]}")
+
+    prompts = prompts.reset_index(drop=True)
+    ids = prompts["prompt_id"].astype(str).to_numpy()
+    row = {pid: i for i, pid in enumerate(ids)}
+    col = {m: j for j, m in enumerate(models)}
+    n, k = len(ids), len(models)
+    r = outcomes["prompt_id"].astype(str).map(row)
+    if r.isna().any():
+        raise ValueError(f"{root}: outcomes reference prompt ids missing from prompts.parquet")
+    ri = r.to_numpy(dtype=np.int64)
+    ci = outcomes["model"].map(col).to_numpy(dtype=np.int64)
+    seen = np.zeros((n, k), dtype=bool)
+    seen[ri, ci] = True
+    if not seen.all():
+        raise ValueError(f"{root}: the outcome matrix is not dense ({int((~seen).sum())} cells missing)")
+
+    def matrix(column: str) -> NDArray[np.float64]:
+        out = np.zeros((n, k))
+        out[ri, ci] = outcomes[column].to_numpy(dtype=np.float64)
+        return out
+
+    def per_model(key: str) -> NDArray[np.float64]:
+        return np.array([float(catalogue[m].get(key, 0.0)) for m in models])
+
+    return BenchDataset(
+        name=str(meta.get("name") or root.name),
+        prompt_ids=ids,
+        prompts=prompts["prompt"].astype(str).tolist(),
+        tasks=prompts["task"].astype(str).to_numpy(),
+        is_train=(prompts["split"].astype(str) == "train").to_numpy(),
+        models=models,
+        quality=matrix("quality"),
+        cost_usd=matrix("cost_usd"),
+        output_tokens=matrix("output_tokens"),
+        latency_s=matrix("latency_s"),
+        price_in_per_mtok=per_model("price_in_per_mtok"),
+        price_out_per_mtok=per_model("price_out_per_mtok"),
+        ttft_s=per_model("ttft_s"),
+        output_tokens_per_s=np.maximum(per_model("output_tokens_per_s"), 1e-9),
+        meta=meta,
+    )
+
+
+def cached_embeddings(
+    data: BenchDataset,
+    embedder: Embedder,
+    cache_dir: str | Path | None,
+    *,
+    batch_size: int = 256,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> NDArray[np.float32]:
+    """Embeddings of every prompt of ``data`` (shape (n, embedder.dim)), cached on disk.
+
+    The cache is ``<cache_dir>/<dataset>-<embedder name>.npy`` with a sidecar ``.json`` holding the hash of
+    the prompt ids; a cache whose key or shape does not match is recomputed. ``on_batch(done, total)``
+    reports progress.
+    """
+    path = json_path = None
+    if cache_dir is not None:
+        base = Path(cache_dir) / f"{data.name}-{embedder.name}"
+        path, json_path = base.with_suffix(".npy"), base.with_suffix(".json")
+        if path.is_file() and json_path.is_file():
+            try:
+                info = json.loads(json_path.read_text())
+                emb = np.load(path)
+                if info.get("key") == data.key() and emb.shape == (len(data.prompts), embedder.dim):
+                    return emb.astype(np.float32, copy=False)
+            except (OSError, ValueError) as exc:
+                logger.warning("ignoring a broken embedding cache %s: %s", path, exc)
+    total = len(data.prompts)
+    parts = []
+    for start in range(0, total, batch_size):
+        parts.append(np.asarray(embedder.embed(data.prompts[start:start + batch_size]), dtype=np.float32))
+        if on_batch is not None:
+            on_batch(min(start + batch_size, total), total)
+    emb = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
+    if path is not None and json_path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, emb)
+        json_path.write_text(json.dumps({"key": data.key(), "n": total, "dim": int(embedder.dim),
+                                         "embedder": embedder.name}))
+    return emb

@@ -1,0 +1,155 @@
+"""Training the learned router (linear Thompson sampling) on a dataset's train split.
+
+* ``offline``: full information: every train prompt's outcome on every model.
+* ``bandit``: each train prompt seen through one logged model drawn uniformly at random (propensity 1/K),
+  regressions fitted on what was observed, weighted by 1/propensity.
+
+Hyper-parameters (PCA dimensions, prior precision) are chosen by k-fold cross-validation of the squared
+quality error on the train split only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from learned_router.bench.routers import TokenModel, cv_folds
+from learned_router.strategies.linear_ts import ContextTransform, LinearTS
+
+__all__ = ["LearnedFit", "TrainInputs", "fit_bandit", "fit_offline", "log_uniform"]
+
+Array = NDArray[np.float64]
+
+COMPONENTS_GRID = (16, 32, 64, 128, 256)
+ALPHA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+
+
+@dataclass
+class TrainInputs:
+    """What the learned router may see of a prompt: its embedding, token estimate and task probabilities."""
+
+    embeddings: NDArray[np.float32]
+    input_tokens: Array
+    task_probs: Array | None
+    task_labels: tuple[str, ...]
+
+    def take(self, rows: NDArray[np.int64]) -> TrainInputs:
+        tp = None if self.task_probs is None else self.task_probs[rows]
+        return TrainInputs(self.embeddings[rows], self.input_tokens[rows], tp, self.task_labels)
+
+
+@dataclass
+class LearnedFit:
+    """A fitted learned router: transform, quality model, token model and the chosen hyper-parameters."""
+
+    transform: ContextTransform
+    model: LinearTS
+    tokens: TokenModel
+    n_components: int
+    alpha: float
+    cv_mse: float
+
+    def contexts(self, inputs: TrainInputs) -> Array:
+        return self.transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
+
+    def predict_quality(self, inputs: TrainInputs) -> Array:
+        return self.model.mean(self.contexts(inputs))
+
+    def predict_tokens(self, inputs: TrainInputs) -> Array:
+        return self.tokens.predict(self.contexts(inputs))
+
+
+def _columns(n_components: int, max_components: int, n_tasks: int) -> NDArray[np.int64]:
+    """Columns of a transform with ``max_components`` that form the transform with ``n_components``."""
+    pcs = list(range(1, 1 + n_components))
+    rest = list(range(1 + max_components, 1 + max_components + n_tasks + 1))
+    return np.array([0, *pcs, *rest])
+
+
+def _sub_transform(full: ContextTransform, n_components: int) -> ContextTransform:
+    t = ContextTransform(n_components, whiten=full.whiten, task_labels=full.task_labels)
+    t.mean_, t.embed_dim_ = full.mean_, full.embed_dim_
+    t.components_, t.scales_ = full.components_[:n_components], full.scales_[:n_components]
+    t.len_mean_, t.len_sd_, t.task_mean_ = full.len_mean_, full.len_sd_, full.task_mean_
+    return t
+
+
+def _grid(n: int, dim: int, components: Sequence[int]) -> list[int]:
+    return sorted({min(c, dim, max(n - 2, 1)) for c in components})
+
+
+def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, weights: Array | None,
+        priors: Array, components: Sequence[int], alphas: Sequence[float], n_folds: int,
+        seed: int) -> tuple[int, float, float]:
+    """Cross-validated (n_components, alpha, mse). ``arms`` None means full information (rewards (n, K))."""
+    n = len(inputs.embeddings)
+    grid = _grid(n, inputs.embeddings.shape[1], components)
+    err = np.zeros((len(grid), len(alphas)))
+    k = len(priors)
+    for fold in cv_folds(n, n_folds, seed):
+        train = np.setdiff1d(np.arange(n), fold)
+        full = ContextTransform(max(grid), task_labels=inputs.task_labels)
+        tr, te = inputs.take(train), inputs.take(fold)
+        full.fit(tr.embeddings, tr.input_tokens, tr.task_probs)
+        Xtr_all = full.transform(tr.embeddings, tr.input_tokens, tr.task_probs)
+        Xte_all = full.transform(te.embeddings, te.input_tokens, te.task_probs)
+        for gi, nc in enumerate(grid):
+            fitted = full.components_.shape[0]
+            cols = _columns(min(nc, fitted), fitted, len(inputs.task_labels))
+            Xtr, Xte = Xtr_all[:, cols], Xte_all[:, cols]
+            for ai, alpha in enumerate(alphas):
+                model = LinearTS(k, Xtr.shape[1], priors, alpha=alpha)
+                if arms is None:
+                    model.fit_full(Xtr, rewards[train])
+                    err[gi, ai] += float(((model.mean(Xte) - rewards[fold]) ** 2).sum())
+                else:
+                    w = None if weights is None else weights[train]
+                    model.fit(Xtr, arms[train], rewards[train], w)
+                    pred = np.einsum("id,id->i", Xte, model.mu_[arms[fold]])
+                    err[gi, ai] += float(((pred - rewards[fold]) ** 2).sum())
+    gi, ai = np.unravel_index(int(np.argmin(err)), err.shape)
+    denom = n * (k if arms is None else 1)
+    return grid[gi], float(alphas[ai]), float(err[gi, ai] / denom)
+
+
+def fit_offline(inputs: TrainInputs, quality: Array, tokens: Array, *, scale: float = 0.5,
+                components: Sequence[int] = COMPONENTS_GRID, alphas: Sequence[float] = ALPHA_GRID,
+                n_folds: int = 3, seed: int = 0) -> LearnedFit:
+    """Full-information fit: ``quality`` and ``tokens`` are (n_train, K). Priors are the train means."""
+    priors = quality.mean(axis=0)
+    nc, alpha, mse = _cv(inputs, None, quality, None, priors, components, alphas, n_folds, seed)
+    transform = ContextTransform(nc, task_labels=inputs.task_labels)
+    transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
+    X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
+    model = LinearTS(quality.shape[1], transform.dim, priors, alpha=alpha, scale=scale).fit_full(X, quality)
+    tok = TokenModel().fit_full(X, tokens)
+    return LearnedFit(transform, model, tok, nc, alpha, mse)
+
+
+def log_uniform(n: int, k: int, seed: int) -> tuple[NDArray[np.int64], Array]:
+    """A uniformly random logging policy: one model per prompt, and its propensity (1/K)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, k, size=n), np.full(n, 1.0 / k)
+
+
+def fit_bandit(inputs: TrainInputs, quality: Array, tokens: Array, *, seed: int = 0, scale: float = 0.5,
+               components: Sequence[int] = COMPONENTS_GRID, alphas: Sequence[float] = ALPHA_GRID,
+               n_folds: int = 3) -> tuple[LearnedFit, NDArray[np.int64]]:
+    """Fit from one logged model per train prompt (uniform logging). Only the logged cells of ``quality``
+    and ``tokens`` are read. Returns the fit and the logged arm per prompt."""
+    n, k = quality.shape
+    logged, prop = log_uniform(n, k, seed)
+    rows = np.arange(n)
+    r = quality[rows, logged]
+    w = 1.0 / (k * prop)  # importance weights, normalised to 1 under uniform logging
+    priors = np.array([r[logged == a].mean() if (logged == a).any() else r.mean() for a in range(k)])
+    nc, alpha, mse = _cv(inputs, logged, r, w, priors, components, alphas, n_folds, seed)
+    transform = ContextTransform(nc, task_labels=inputs.task_labels)
+    transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
+    X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
+    model = LinearTS(k, transform.dim, priors, alpha=alpha, scale=scale).fit(X, logged, r, w)
+    tok = TokenModel().fit(X, logged, tokens[rows, logged], k)
+    return LearnedFit(transform, model, tok, nc, alpha, mse), logged

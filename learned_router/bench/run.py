@@ -1,0 +1,247 @@
+"""``run_bench``: train routers on a dataset's train split and score them on its test split.
+
+Every router is run at the same trade-off settings (``w_cost``: quality per USD per 1,000 requests, 0 and
+log-spaced values), giving a cost-quality frontier on the test split. Routing decisions use only the prompt
+(its embedding, length and task probabilities) and what was learned from the train split; in online mode the
+test outcomes arrive only as feedback after each choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from learned_router.bench import learned as learned_mod
+from learned_router.bench import routers as R
+from learned_router.bench.dataset import BenchDataset, cached_embeddings, load_dataset
+from learned_router.bench.online import online_transform, run_online
+from learned_router.bench.result import BenchResult, RouterCurve, summarise
+
+__all__ = ["MODES", "make_embedder", "run_bench", "sweep_weights"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("offline", "bandit", "online")
+Array = NDArray[np.float64]
+Progress = Callable[[str, float], None]
+
+
+def make_embedder(name: str) -> Any:
+    """The embedder for a name: ``minilm`` (all-MiniLM-L6-v2, default), ``hashing`` (offline, fast)."""
+    from learned_router.embedders import HashingEmbedder, MiniLMEmbedder
+
+    if name == "minilm":
+        return MiniLMEmbedder(cache_size=0, batch_size=64)
+    if name == "hashing":
+        return HashingEmbedder(dim=384)
+    raise ValueError(f"unknown embedder {name!r}; use minilm or hashing")
+
+
+def sweep_weights(mean_cost_1k: Array, points: int) -> Array:
+    """Trade-off settings: 0, then ``points - 1`` log-spaced cost weights spanning 'cost barely matters'
+    (a 0.3% quality trade for the whole price range) to 'only cost matters' (3 quality units for the gap
+    between the two cheapest models)."""
+    c = np.sort(np.asarray(mean_cost_1k, dtype=np.float64))
+    span = max(c[-1] - c[0], 1e-12)
+    lo = 0.003 / span
+    gaps = np.diff(c)
+    gap = gaps[gaps > span * 1e-3].min() if (gaps > span * 1e-3).any() else span
+    hi = max(3.0 / gap, lo * 10)
+    hi = min(hi, lo * 1e5)
+    return np.concatenate([[0.0], np.logspace(np.log10(lo), np.log10(hi), max(points - 1, 1))])
+
+
+def _task_probs(embeddings: NDArray[np.float32], embedder: Any, classifier_dir: Path | None
+                ) -> tuple[Array | None, tuple[str, ...]]:
+    """Task probabilities from the shipped task classifier when it matches the embedder, else none."""
+    from learned_router.classifier import TaskClassifier
+    from learned_router.errors import RouterError
+
+    if classifier_dir is None:
+        from learned_router.planning import default_models_dir
+
+        classifier_dir = default_models_dir() / "task_classifier"
+    try:
+        clf = TaskClassifier.load(classifier_dir, embedder_name=embedder.name, embedder_dim=embedder.dim)
+    except (RouterError, OSError, ValueError) as exc:
+        log.info("no task classifier used: %s", exc)
+        return None, ()
+    return np.asarray(clf.predict_proba(embeddings), dtype=np.float64), tuple(str(c) for c in clf.classes_)
+
+
+def _points(choices: NDArray[np.int64], data: BenchDataset, rows: NDArray[np.int64]) -> tuple[list[float],
+                                                                                                list[float]]:
+    """(mean cost, mean quality) on ``rows`` for each row of ``choices`` (shape (P, len(rows)))."""
+    idx = np.arange(len(rows))
+    costs = [float(data.cost_usd[rows][idx, ch].mean()) for ch in choices]
+    quals = [float(data.quality[rows][idx, ch].mean()) for ch in choices]
+    return costs, quals
+
+
+def _cheapest_best(quality: Array, cost: Array) -> NDArray[np.int64]:
+    """Per row, the cheapest model, ties broken by higher quality."""
+    score = cost - 1e-9 * quality * (np.abs(cost).max() + 1.0)
+    return np.argmin(score, axis=1)
+
+
+def _swept(q_hat: Array, c_hat: Array, ws: Array) -> NDArray[np.int64]:
+    return np.stack([R.choose(q_hat, c_hat, float(w)) for w in ws])
+
+
+def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 24, seed: int = 0,
+              embedder: str | Any = "minilm", progress: bool | Progress = True,
+              cache_dir: str | Path | None = "out/cache", classifier_dir: str | Path | None = None) -> BenchResult:
+    """Benchmark the learned router against the baselines on one dataset.
+
+    Args:
+        dataset_dir: a folder in the routing-dataset format (prompts/outcomes parquet, models.json).
+        mode: ``offline``, ``bandit``, ``online`` or ``all``.
+        points: trade-off settings in the sweep (0 plus log-spaced cost weights).
+        seed: seed of the logging policy, the online stream and the CV folds.
+        embedder: ``minilm``, ``hashing`` or an Embedder object.
+        progress: True shows a rich progress bar; a callable ``(stage, fraction)`` receives progress.
+        cache_dir: where prompt embeddings are cached (None: no cache).
+        classifier_dir: the task classifier to use for task probabilities (default: models/task_classifier).
+
+    Raises:
+        ValueError: unknown mode or embedder, or a folder that is not a routing dataset.
+    """
+    modes = list(MODES) if mode == "all" else [mode]
+    if any(m not in MODES for m in modes):
+        raise ValueError(f"unknown mode {mode!r}; use offline, bandit, online or all")
+    started = time.perf_counter()
+    data = load_dataset(dataset_dir)
+    emb_obj = make_embedder(embedder) if isinstance(embedder, str) else embedder
+    ctx: AbstractContextManager[Progress]
+    ctx = _rich_progress() if progress is True else nullcontext(progress or (lambda stage, frac: None))
+    with ctx as report:
+        report("embedding prompts", 0.0)
+        E = cached_embeddings(data, emb_obj, cache_dir,
+                              on_batch=lambda done, total: report("embedding prompts", done / total))
+        T, labels = _task_probs(E, emb_obj, Path(classifier_dir) if classifier_dir else None)
+        result = _bench(data, E, T, labels, modes, points, seed, report)
+    result.settings.update({"embedder": emb_obj.name, "seed": seed, "points": points,
+                            "task_classifier": bool(labels)})
+    result.timings["total_s"] = time.perf_counter() - started
+    return result
+
+
+def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: tuple[str, ...],
+           modes: list[str], points: int, seed: int, report: Progress) -> BenchResult:
+    tr, te = np.nonzero(data.is_train)[0], np.nonzero(~data.is_train)[0]
+    if len(tr) < 4 or len(te) < 1:
+        raise ValueError("the dataset needs at least 4 train and 1 test prompts")
+    inputs = learned_mod.TrainInputs(E, data.input_tokens, T, labels)
+    Q_tr, Q_te = data.quality[tr], data.quality[te]
+    timings: dict[str, float] = {}
+
+    # shared cost prediction for the baselines: tokens per model from the train split
+    report("baselines", 0.0)
+    t0 = time.perf_counter()
+    base_t = online_transform(E, data.input_tokens, tr)
+    X_base = base_t.transform(E, data.input_tokens)
+    tokens = R.TokenModel().fit_full(X_base[tr], data.output_tokens[tr])
+    c_hat = R.predicted_cost_per_1k(data, te, tokens.predict(X_base[te]))
+    c_hat_tr = R.predicted_cost_per_1k(data, tr, tokens.predict(X_base[tr]))
+    ws = sweep_weights(c_hat_tr.mean(axis=0), points)
+
+    curves: dict[str, RouterCurve] = {}
+    priors = Q_tr.mean(axis=0)
+    for j, m in enumerate(data.models):
+        curves[f"model:{m}"] = RouterCurve(f"model:{m}", "single", [], [float(data.cost_usd[te, j].mean())],
+                                           [float(Q_te[:, j].mean())])
+    curves["random"] = RouterCurve("random", "random", [], [float(data.cost_usd[te].mean())],
+                                   [float(Q_te.mean())])
+    true_c = data.cost_usd[te] * 1000.0
+    # the oracle's frontier on a dense grid plus the cheapest model per prompt, so that it is exact enough
+    # to dominate every router
+    dense = np.unique(np.concatenate([ws, np.logspace(np.log10(ws[1] / 100), np.log10(ws[-1] * 100), 200)]))
+    cheapest = _cheapest_best(Q_te, true_c)
+    oracle = np.vstack([_swept(Q_te, true_c, dense), cheapest[None, :]])
+    curves["oracle"] = RouterCurve("oracle", "oracle", [*dense.tolist(), float("inf")], *_points(oracle, data, te))
+    mean_tokens = data.output_tokens[tr].mean(axis=0)
+    for name, j in R.rule_choices(data, priors, mean_tokens).items():
+        curves[name] = RouterCurve(name, "rule", [], [float(data.cost_usd[te, j].mean())], [float(Q_te[:, j].mean())])
+    report("baselines", 0.3)
+    k = R.select_knn_k(E[tr], Q_tr)
+    q_knn = R.knn_quality(E[tr], Q_tr, E[te], k)
+    curves["knn"] = RouterCurve("knn", "knn", ws.tolist(), *_points(_swept(q_knn, c_hat, ws), data, te),
+                                extra={"k": k})
+    report("baselines", 0.5)
+    q_reg = R.regression_quality(E[tr], data.input_tokens[tr], Q_tr, E[te], data.input_tokens[te])
+    curves["regression"] = RouterCurve("regression", "regression", ws.tolist(),
+                                       *_points(_swept(q_reg, c_hat, ws), data, te))
+    report("baselines", 1.0)
+    timings["baselines_s"] = time.perf_counter() - t0
+    predictions = {"knn": q_knn, "regression": q_reg}
+
+    decisions: dict[str, NDArray[np.int64]] = {}
+    online_curve: dict[str, list[float]] = {}
+    hyper: dict[str, Any] = {"knn_k": k}
+    for m in modes:
+        t0 = time.perf_counter()
+        report(f"learned ({m})", 0.0)
+        if m in ("offline", "bandit"):
+            if m == "offline":
+                fit = learned_mod.fit_offline(inputs.take(tr), Q_tr, data.output_tokens[tr], seed=seed)
+            else:
+                fit, _ = learned_mod.fit_bandit(inputs.take(tr), Q_tr, data.output_tokens[tr], seed=seed)
+            test_in = inputs.take(te)
+            q_hat = fit.predict_quality(test_in)
+            own_c = R.predicted_cost_per_1k(data, te, fit.predict_tokens(test_in))
+            choices = _swept(q_hat, own_c, ws)
+            predictions[f"learned ({m})"] = q_hat
+            hyper[m] = {"n_components": fit.n_components, "alpha": fit.alpha, "cv_mse": fit.cv_mse,
+                        "dim": fit.model.dim}
+        else:
+            X = base_t.transform(E, data.input_tokens)
+            rows = []
+            mid = len(ws) // 2
+            for p, w in enumerate(ws):
+                run = run_online(data, X, tr, te, float(w), seed=seed + p, record_curve=p == mid)
+                rows.append(run.test_choices)
+                if run.curve:
+                    online_curve = run.curve
+                report(f"learned ({m})", (p + 1) / len(ws))
+            choices = np.stack(rows)
+            hyper[m] = {"n_components": base_t.n_components, "alpha": 1.0, "scale": 0.5, "prior": 0.5}
+        name = f"learned ({m})"
+        curves[name] = RouterCurve(name, "learned", ws.tolist(), *_points(choices, data, te))
+        decisions[m] = choices
+        timings[f"{m}_s"] = time.perf_counter() - t0
+        report(f"learned ({m})", 1.0)
+
+    result = BenchResult(dataset=data.name, modes=modes, n_train=len(tr), n_test=len(te), models=list(data.models),
+                         sweep=ws.tolist(), routers=curves, decisions=decisions,
+                         test_prompt_ids=data.prompt_ids[te].tolist(), online_curve=online_curve,
+                         hyperparameters=hyper, timings=timings, meta=dict(data.meta))
+    summarise(result, data, tr, te, predictions)
+    return result
+
+
+def _rich_progress() -> AbstractContextManager[Progress]:
+    from contextlib import contextmanager
+
+    @contextmanager
+    def bar() -> Any:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description:<22}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                      TimeElapsedColumn(), transient=False) as prog:
+            tasks: dict[str, Any] = {}
+
+            def report(stage: str, frac: float) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=1.0)
+                prog.update(tasks[stage], completed=min(max(frac, 0.0), 1.0))
+
+            yield report
+
+    return bar()

@@ -1,0 +1,129 @@
+"""The benchmark on a small synthetic dataset written in the shared format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from learned_router.bench import run_bench, write_decisions
+from learned_router.bench.cli import bench_command
+from learned_router.bench.metrics import apgr, cost_to_reach, frontier, pgr_curve, quality_at
+from learned_router.embedders import HashingEmbedder
+
+MODELS = {
+    "tiny-model": {"price_in_per_mtok": 0.1, "price_out_per_mtok": 0.2, "ttft_s": 0.1, "output_tokens_per_s": 200},
+    "mid-model": {"price_in_per_mtok": 1.0, "price_out_per_mtok": 2.0, "ttft_s": 0.3, "output_tokens_per_s": 80},
+    "big-model": {"price_in_per_mtok": 10.0, "price_out_per_mtok": 30.0, "ttft_s": 0.6, "output_tokens_per_s": 30},
+}
+TOPICS = {
+    "easy": ("add these small numbers please", (0.9, 0.92, 0.95)),
+    "medium": ("summarise this paragraph about history", (0.2, 0.85, 0.9)),
+    "hard": ("prove the theorem about prime gaps rigorously", (0.05, 0.15, 0.9)),
+}
+
+
+def _write_dataset(root: Path, n: int = 150, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    prompts, outcomes = [], []
+    names = list(TOPICS)
+    for i in range(n):
+        topic = names[i % 3]
+        text, probs = TOPICS[topic]
+        pid = f"p{i}"
+        prompts.append({"prompt_id": pid, "prompt": f"{text} item {rng.integers(1000)}", "task": topic,
+                        "split": "train" if i < int(n * 0.7) else "test"})
+        for (model, info), p in zip(MODELS.items(), probs, strict=True):
+            out_tok = int(rng.integers(20, 200))
+            in_tok = len(text) / 4
+            outcomes.append({"prompt_id": pid, "model": model, "quality": float(rng.random() < p),
+                             "cost_usd": (in_tok * info["price_in_per_mtok"] + out_tok * info["price_out_per_mtok"])
+                             / 1e6, "output_tokens": out_tok, "latency_s": 1.0})
+    root.mkdir(parents=True)
+    pd.DataFrame(prompts).to_parquet(root / "prompts.parquet")
+    pd.DataFrame(outcomes).to_parquet(root / "outcomes.parquet")
+    (root / "models.json").write_text(json.dumps(MODELS))
+    (root / "meta.json").write_text(json.dumps({"name": "synthetic", "cost_kind": "estimated"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def bench_result(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    root = _write_dataset(tmp_path_factory.mktemp("data") / "synthetic", n=300)
+    result = run_bench(root, mode="all", points=8, embedder=HashingEmbedder(dim=64), progress=False,
+                       cache_dir=tmp_path_factory.mktemp("cache"))
+    return root, result
+
+
+def test_result_has_every_router_and_mode(bench_result) -> None:  # type: ignore[no-untyped-def]
+    _, result = bench_result
+    names = set(result.routers)
+    assert {f"model:{m}" for m in MODELS} <= names
+    assert {"random", "oracle", "knn", "regression", "rule:cost", "rule:quality", "rule:balanced",
+            "rule:latency", "learned (offline)", "learned (bandit)", "learned (online)"} <= names
+    for name in ("knn", "regression", "learned (offline)", "learned (bandit)", "learned (online)"):
+        assert len(result.routers[name].cost) == 8
+    payload = json.loads(json.dumps(result.to_dict()))
+    assert payload["reference"]["best_model"] == "big-model"
+    assert set(payload["targets"]) == {"offline", "bandit", "online"}
+    assert payload["online_learning_curve"]["step"]
+
+
+def test_oracle_dominates_every_router(bench_result) -> None:  # type: ignore[no-untyped-def]
+    _, result = bench_result
+    oc, oq = frontier(result.routers["oracle"].cost, result.routers["oracle"].quality)
+    for router in result.routers.values():
+        for c, q in zip(router.cost, router.quality, strict=True):
+            assert quality_at(c, oc, oq) >= q - 1e-9, router.name
+
+
+def test_learned_router_routes_by_topic(bench_result) -> None:  # type: ignore[no-untyped-def]
+    _, result = bench_result
+    learned = result.routers["learned (offline)"].metrics
+    big = result.routers["model:big-model"]
+    # the easy third of the prompts can go to the cheap model without losing quality
+    assert learned["savings_95"] is not None and learned["savings_95"] > 0.2
+    assert learned["max_quality"] >= big.quality[0] - 0.05
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_decisions_out_file(bench_result, tmp_path: Path, suffix: str) -> None:  # type: ignore[no-untyped-def]
+    root, result = bench_result
+    path = write_decisions(result, tmp_path / f"decisions{suffix}")
+    df = pd.read_parquet(path) if suffix == ".parquet" else pd.read_json(path, lines=True, dtype={"prompt_id": str})
+    assert list(df.columns) == ["point", "prompt_id", "model"]
+    test_ids = set(pd.read_parquet(root / "prompts.parquet").query("split == 'test'")["prompt_id"])
+    assert len(df) == 8 * len(test_ids)
+    assert set(df["prompt_id"]) == test_ids
+    assert set(df["model"]) <= set(MODELS)
+    assert df.groupby("point").size().eq(len(test_ids)).all()
+
+
+def test_bench_command_writes_json_plot_and_decisions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _write_dataset(tmp_path / "d2", n=90)
+    bench_command(root, mode="offline", json_out=tmp_path / "r.json", json_print=True,
+                  decisions_out=tmp_path / "d.jsonl", plot=tmp_path / "f.png", embedder="hashing",
+                  points=5, cache_dir=tmp_path / "cache")
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["dataset"] == "synthetic"
+    assert json.loads((tmp_path / "r.json").read_text())["routers"].keys() == printed["routers"].keys()
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert sum(1 for _ in (tmp_path / "d.jsonl").open()) == 5 * (90 - int(90 * 0.7))
+    with pytest.raises(SystemExit):
+        bench_command(tmp_path / "missing", embedder="hashing", json_print=True, cache_dir=None)
+
+
+def test_frontier_metrics_on_known_points() -> None:
+    fc, fq = frontier([1.0, 2.0, 3.0, 2.5], [0.5, 0.7, 0.8, 0.6])
+    assert fc.tolist() == [1.0, 2.0, 3.0]
+    assert quality_at(2.5, fc, fq) == pytest.approx(0.75)
+    assert cost_to_reach(0.75, fc, fq) == pytest.approx(2.5)
+    assert cost_to_reach(0.9, fc, fq) is None
+    q = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
+    perfect = pgr_curve(q, q, strong=0, weak=1)
+    assert apgr(*perfect) == pytest.approx(0.75)
+    backwards = pgr_curve(-q, q, strong=0, weak=1)
+    assert apgr(*backwards) < apgr(*perfect)
