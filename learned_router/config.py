@@ -77,6 +77,7 @@ class ProviderConfig(_Strict):
     tasks: dict[str, float] = Field(default_factory=dict)
     timeout_s: float | None = Field(default=None, gt=0)
     headers: dict[str, str] = Field(default_factory=dict)
+    route: bool = True  # False: callable (e.g. as the judge) but never a routing target
 
     @field_validator("api_key")
     @classmethod
@@ -181,6 +182,22 @@ class LogConfig(_Strict):
     queue_size: int = Field(default=10_000, ge=1)
 
 
+class JudgeConfig(_Strict):
+    provider: str = Field(min_length=1)
+    sample_rate: float = Field(default=0.1, ge=0, le=1)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_workers: int = Field(default=2, ge=1)
+
+
+class ScoringConfig(_Strict):
+    """Automatic quality signals and how the reward combines them with user feedback."""
+
+    heuristics: bool = True
+    judge: JudgeConfig | None = None
+    weights: dict[Literal["user", "judge", "heuristic"], float] = Field(
+        default_factory=lambda: {"user": 1.0, "judge": 0.7, "heuristic": 0.3})
+
+
 class StateConfig(_Strict):
     """Where budget balances and breaker states live: in this process, or in Redis to share them."""
 
@@ -206,6 +223,7 @@ class RouterConfig(_Strict):
     log: LogConfig = Field(default_factory=LogConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     state: StateConfig = Field(default_factory=StateConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
 
     def provider(self, name: str) -> ProviderConfig:
         for p in self.providers:
@@ -279,6 +297,10 @@ def _resolve(cfg: RouterConfig) -> None:
         vnames = [v.name for v in exp.variants]
         if len(set(vnames)) != len(vnames):
             raise ConfigError(f"experiments[{i}].variants", "variant names must be unique")
+    if not any(p.route for p in cfg.providers):
+        raise ConfigError("providers", "at least one provider must have route: true")
+    if cfg.scoring.judge is not None and cfg.scoring.judge.provider not in known:
+        raise ConfigError("scoring.judge.provider", f"unknown provider '{cfg.scoring.judge.provider}'")
     for name in cfg.routing.presets:
         if name in known or any(p.arm == name for p in cfg.providers):
             raise ConfigError(f"routing.presets.{name}", "a preset must not share its name with a provider")

@@ -62,7 +62,8 @@ class Planner:
 
     def __post_init__(self) -> None:
         self.by_arm = {arm_id(p.name, p.model): p for p in self.config.providers}
-        self._names = {p.name: arm_id(p.name, p.model) for p in self.config.providers}
+        self._routable = [p for p in self.config.providers if p.route]
+        self._names = {p.name: arm_id(p.name, p.model) for p in self._routable}
         r = self.config.routing
         self._rules = EligibilityRules(r.availability_threshold, r.availability_min_calls)
 
@@ -74,7 +75,7 @@ class Planner:
         presets = self.config.routing.presets
         if model in presets:
             return presets[model], None
-        if model in self.by_arm:
+        if model in self._names.values():
             return None, {model}
         if model in self._names:
             return None, {self._names[model]}
@@ -102,7 +103,7 @@ class Planner:
         weights = self.weights_for(req, preset)
         features, fallback = self._features(req, name)
         eligible, excluded = filter_arms(
-            self.config.providers, req, features, self.stats.snapshot(), now=self.clock.monotonic(),
+            self._routable, req, features, self.stats.snapshot(), now=self.clock.monotonic(),
             rules=self._rules, breaker_available=self.breaker.available,
             budget_reason=self.budget.provider_headroom, pinned=pinned,
         )
@@ -171,10 +172,14 @@ class Planner:
         rule = self.strategies[fb]
         return fb, rule.select(ctx, eligible, self.rng), reason
 
-    def learn(self, arm: ArmId, features: Features, quality: float, *, cost_usd: float, latency_s: float) -> None:
+    def learn(self, arm: ArmId, features: Features, quality: float, *, cost_usd: float, latency_s: float,
+              weight: float = 1.0) -> None:
+        """Credit ``arm`` with an observed quality; ``weight`` is the configured weight of its source."""
+        if weight <= 0:
+            return
         self.stats.record_quality(arm, quality)
         for strategy in self.strategies.values():
-            strategy.update(arm, features, quality, cost_usd=cost_usd, latency_s=latency_s)
+            strategy.update(arm, features, quality, cost_usd=cost_usd, latency_s=latency_s, weight=weight)
 
 
 def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | None = None,

@@ -27,6 +27,7 @@ from learned_router.errors import NoEligibleArmError, ProviderError, RouterError
 from learned_router.failover import FailoverRun
 from learned_router.planning import Planner, build_planner
 from learned_router.protocols import Clock, SystemClock
+from learned_router.scoring import HeuristicScorer, JudgeScorer, Signal
 from learned_router.stats import LiveStats
 from learned_router.strategies.base import Features
 from learned_router.types import (
@@ -70,12 +71,15 @@ class Router:
     """
 
     def __init__(self, config: RouterConfig, *, clients: Mapping[str, Any], planner: Planner,
-                 clock: Clock | None = None, log: Any = None, max_pending: int = 100_000) -> None:
+                 clock: Clock | None = None, log: Any = None, heuristics: HeuristicScorer | None = None,
+                 judge: JudgeScorer | None = None, max_pending: int = 100_000) -> None:
         self.config = config
         self.clients = dict(clients)
         self.planner = planner
         self.clock = clock or planner.clock
         self.log = log
+        self.heuristics = heuristics
+        self.judge = judge
         self.max_pending = max_pending
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._pending_lock = threading.Lock()
@@ -102,7 +106,13 @@ class Router:
             from learned_router.stores import open_log
 
             log = open_log(cfg.log)
-        return cls(cfg, clients=clients, planner=planner, clock=clock, log=log)
+        judge = None
+        if cfg.scoring.judge is not None:
+            j = cfg.scoring.judge
+            judge = JudgeScorer(clients[j.provider], sample_rate=j.sample_rate, timeout_s=j.timeout_s,
+                                max_workers=j.max_workers, rng=np.random.default_rng(seed))
+        heuristics = HeuristicScorer() if cfg.scoring.heuristics else None
+        return cls(cfg, clients=clients, planner=planner, clock=clock, log=log, heuristics=heuristics, judge=judge)
 
     # -- shortcuts to the planner's state ----------------------------------------------------------------
     @property
@@ -180,7 +190,7 @@ class Router:
                 return bool(self.log.add_feedback(request_id, quality, source=source, tenant=tenant))
             return False
         self.planner.learn(pending.arm, pending.features, quality, cost_usd=pending.cost_usd,
-                           latency_s=pending.latency_s)
+                           latency_s=pending.latency_s, weight=self.config.scoring.weights.get(source, 1.0))
         if self.log is not None and hasattr(self.log, "add_feedback"):
             self.log.add_feedback(request_id, quality, source=source, tenant=tenant)
         return True
@@ -193,6 +203,8 @@ class Router:
         return out
 
     def close(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
         for client in self.clients.values():
             client.close()
         if self.log is not None:
@@ -223,10 +235,17 @@ class Router:
                 input_tokens: int, output_tokens: int, client: Any) -> Completion:
         cost = client.cost_usd(input_tokens, output_tokens)
         arm, latency, ttft = run.succeeded(cost, input_tokens, output_tokens)
+        signal = self.heuristics.score(run.request, text, finish_reason) if self.heuristics else None
         outcome = Outcome(request_id=run.request.request_id, attempts=tuple(run.attempts), served_arm=arm,
                           input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost,
-                          latency_s=run.clock.monotonic() - run.started, ttft_s=ttft)
+                          latency_s=run.clock.monotonic() - run.started, ttft_s=ttft,
+                          quality=signal.quality if signal else None, quality_source=signal.source if signal else None)
         self._finish(run, features, outcome)
+        if signal is not None:
+            self.planner.learn(arm, features, signal.quality, cost_usd=cost, latency_s=latency,
+                               weight=self.config.scoring.weights.get(signal.source, 1.0))
+        if self.judge is not None:
+            self.judge.maybe_grade(run.request, text, self._on_signal)
         provider, model = split_arm(arm)
         return Completion(request_id=run.request.request_id, provider=provider, model=model, text=text,
                           finish_reason=finish_reason, input_tokens=input_tokens, output_tokens=output_tokens,
@@ -258,6 +277,9 @@ class Router:
         if self.log is not None:
             self.log.append_decision(decision, outcome, features=features, request=run.request,
                                      breaker_trips=run.trips)
+
+    def _on_signal(self, request_id: str, signal: Signal) -> None:
+        self.feedback(request_id, signal.quality, source=signal.source)
 
     def _log_refusal(self, req: ChatRequest, err: RouterError) -> None:
         if self.log is not None and hasattr(self.log, "append_refusal"):
@@ -304,6 +326,8 @@ class AsyncRouter(Router):
         return AsyncRoutedStream(self, req, decision, features)
 
     async def aclose(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
         for client in self.clients.values():
             await client.aclose()
         if self.log is not None:

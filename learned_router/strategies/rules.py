@@ -48,7 +48,7 @@ class _Rule:
     name = "rule"
 
     def update(self, arm: ArmId, features: Features, reward: float, *, cost_usd: float = 0.0,
-               latency_s: float = 0.0) -> None:
+               latency_s: float = 0.0, weight: float = 1.0) -> None:
         """Rule strategies learn nothing themselves; live metrics are kept by the router."""
 
 

@@ -176,8 +176,9 @@ class ThompsonStrategy:
 
     # ---------------------------------------------------------------- update
     def update(self, arm: ArmId, features: Features, reward: float, *, cost_usd: float = 0.0,
-               latency_s: float = 0.0) -> None:
-        """Learn from one observed quality ``reward`` in [0, 1] of ``arm``. Unknown arms join the model from
+               latency_s: float = 0.0, weight: float = 1.0) -> None:
+        """Learn from one observed quality ``reward`` in [0, 1] of ``arm``, counted as ``weight``
+        observations (the configured weight of the signal's source). Unknown arms join the model from
         their prior. Cost and latency are tracked by the router, not learned here."""
         if self.error is not None:
             return
@@ -192,7 +193,7 @@ class ThompsonStrategy:
                 idx = self.model.add_arm(self.priors.get(str(arm), 0.5))
                 self.arms.append(str(arm))
                 self._index[str(arm)] = idx
-            self.model.partial_fit(idx, x, float(reward))
+            self.model.partial_fit(idx, x, float(reward), float(weight))
 
     # ----------------------------------------------------------- persistence
     def to_state(self) -> dict[str, Any]:
