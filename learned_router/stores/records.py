@@ -8,7 +8,8 @@ embedding as float16 bytes); ``from_row`` reads rows of this and every older sch
 Schema history:
 
 * 1: the first release (no ``assignment_p``, ``weights``, ``ttft_s``, ``breaker_trips``, ``kind``).
-* 2: adds those fields; rows of version 1 read with their defaults.
+* 2: adds those fields and ``task_label`` (a known task: the request's task hint or a dataset label, used to
+  refit the task classifier); rows of version 1 read with their defaults.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class DecisionRecord:
     variant: str | None = None
     assignment_p: float | None = None
     task_probs: dict[str, float] = field(default_factory=dict)
+    task_label: str | None = None
     embedding: bytes | None = None
     input_tokens_est: int = 0
     output_tokens_est: int = 0
@@ -94,7 +96,7 @@ class DecisionRecord:
     def from_decision(cls, decision: Decision, outcome: Outcome | None = None, *,
                       embedding: ArrayLike | None = None, prompt: str | None = None, tenant: str | None = None,
                       session_id: str | None = None, ts: float | None = None,
-                      breaker_trips: Sequence[str] = ()) -> DecisionRecord:
+                      breaker_trips: Sequence[str] = (), task_label: str | None = None) -> DecisionRecord:
         """Build a record from the router's Decision and (optionally) its Outcome.
 
         Args:
@@ -103,6 +105,7 @@ class DecisionRecord:
             tenant, session_id: who asked (from the request).
             ts: the decision time in Unix seconds (default: now).
             breaker_trips: arms whose circuit breaker this request opened.
+            task_label: the request's known task (a task hint or a dataset label), if any.
         """
         propensities = {str(k): float(v) for k, v in decision.propensities.items()}
         rec = cls(
@@ -110,7 +113,7 @@ class DecisionRecord:
             session_id=session_id, policy=decision.strategy, policy_version=decision.policy_version,
             fallback_reason=decision.fallback_reason, experiment=decision.experiment, variant=decision.variant,
             assignment_p=decision.assignment_p,
-            task_probs={str(k): float(v) for k, v in decision.task_probs.items()},
+            task_probs={str(k): float(v) for k, v in decision.task_probs.items()}, task_label=task_label,
             embedding=encode_embedding(embedding), input_tokens_est=int(decision.input_tokens_est),
             output_tokens_est=int(decision.output_tokens_est), eligible=[str(a) for a in decision.ranking],
             excluded={str(k): str(v) for k, v in decision.excluded.items()},
