@@ -25,7 +25,7 @@ import logging
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -268,7 +268,7 @@ class _Gateway:
 
 
 def create_app(router: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, close_router: bool = False,
-               redact: Iterable[str] = ()) -> FastAPI:
+               redact: Iterable[str] = (), on_shutdown: Iterable[Callable[[], Awaitable[Any]]] = ()) -> FastAPI:
     """The gateway app serving ``router``.
 
     Args:
@@ -277,12 +277,14 @@ def create_app(router: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, clo
         close_router: close the router's provider clients and log when the app shuts down.
         redact: more secret strings to scrub from every answer and log line (provider keys are always
             scrubbed).
+        on_shutdown: coroutine functions awaited when the app shuts down (after the router is closed).
     """
     from fastapi import FastAPI
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.responses import Response
 
     arouter = _as_async(router)
+    shutdown = list(on_shutdown)
     gw = _Gateway(arouter, max_body_bytes=max_body_bytes, secrets=redact)
 
     @asynccontextmanager
@@ -290,6 +292,8 @@ def create_app(router: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, clo
         yield
         if close_router:
             await arouter.aclose()
+        for hook in shutdown:
+            await hook()
 
     options: dict[str, Any] = {}
     if "telemetry" in inspect.signature(FastAPI).parameters:

@@ -29,12 +29,17 @@ def serve(config_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port:
     Raises:
         ConfigError: the config is invalid (raised before anything listens).
     """
+    import httpx
     import uvicorn
 
     from learned_router.gateway.app import DEFAULT_MAX_BODY_BYTES, create_app
     from learned_router.router import AsyncRouter
 
-    router = AsyncRouter.from_config(Path(config_path))
-    app = create_app(router, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, close_router=True)
+    # One connection pool for every provider, with enough keep-alive connections that a busy gateway does
+    # not reconnect to its providers on every request.
+    upstream = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024, max_keepalive_connections=512))
+    router = AsyncRouter.from_config(Path(config_path), ahttp=upstream)
+    app = create_app(router, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, close_router=True,
+                     on_shutdown=[upstream.aclose])
     log.info("serving %d providers on http://%s:%d", len(router.config.providers), host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False, loop="auto", http="auto")

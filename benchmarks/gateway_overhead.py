@@ -1,0 +1,209 @@
+"""What the gateway adds: the official ``openai`` client calls the same local upstream directly and through
+``learned-router serve``, side by side in one run.
+
+    python benchmarks/gateway_overhead.py [--requests 600] [--concurrent-requests 3000] [--json OUT]
+
+Three processes on loopback: a simulated OpenAI-compatible upstream (zero think time), the gateway (started
+with the real CLI, ``balanced`` strategy) and this client. Reported:
+
+* concurrency 1: latency p50/p99 direct and through the gateway, and the difference (added latency);
+* concurrency 32: the same, plus requests/s and errors for both paths;
+* the gateway's own view: mean routing overhead from its ``/metrics``.
+
+Targets: added latency p50 <= 1.5 ms and p99 <= 5 ms at concurrency 1; >= 300 req/s at concurrency 32 with
+no errors. LiteLLM's proxy is measured as a second baseline only when ``litellm`` is importable.
+Everything runs on 127.0.0.1 and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+TARGETS = {"added_p50_ms": 1.5, "added_p99_ms": 5.0, "rps_c32": 300.0}
+UPSTREAM = """
+import uvicorn
+from learned_router.simulator import SimProfile, create_sim_app
+app = create_sim_app(SimProfile("bench", model="sim-1", latency_s=0.0, min_words=12, max_words=12))
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False, lifespan="off")
+"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url} exited with code {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def start(cmd: list[str], ready_url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(ready_url, proc)
+    except BaseException:
+        proc.kill()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise RuntimeError(f"could not start {cmd[:3]}: {err[-2000:]}") from None
+    return proc
+
+
+def pct(samples: list[float]) -> dict[str, float]:
+    arr = np.asarray(samples) * 1000
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+            "mean_ms": float(arr.mean())}
+
+
+def sequential(targets: dict[str, tuple[str, str]], n: int) -> dict[str, list[float]]:
+    """Concurrency 1: alternate the targets request by request, so that drift in machine load hits both."""
+    import openai
+
+    clients = {name: openai.OpenAI(base_url=url, api_key="bench", max_retries=0,
+                                   http_client=httpx.Client(timeout=30)) for name, (url, _) in targets.items()}
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    messages = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
+    for i in range(n + 20):
+        for name, (_, model) in targets.items():
+            t0 = time.perf_counter()
+            clients[name].chat.completions.create(model=model, messages=messages)
+            if i >= 20:  # warm-up: connections, caches
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
+async def concurrent(url: str, model: str, total: int, workers: int) -> dict[str, Any]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0,
+                                http_client=httpx.AsyncClient(timeout=30, limits=httpx.Limits(
+                                    max_connections=workers, max_keepalive_connections=workers)))
+    messages = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            t0 = time.perf_counter()
+            try:
+                await client.chat.completions.create(model=model, messages=messages)
+                latencies.append(time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+    await asyncio.gather(*[worker() for _ in range(workers)])  # warm-up round
+    remaining, latencies, errors = total, [], {}
+    started = time.perf_counter()
+    await asyncio.gather(*[worker() for _ in range(workers)])
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return {"requests": total, "rps": total / elapsed, "errors": errors, **pct(latencies)}
+
+
+def gateway_overhead_from_metrics(url: str) -> dict[str, float]:
+    text = httpx.get(url, timeout=5).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        for key in ("sum", "count"):
+            if line.startswith(f'learned_router_routing_overhead_seconds_{key}{{stream="false"}}'):
+                values[key] = float(line.rsplit(" ", 1)[1])
+    return {"mean_ms": 1000 * values["sum"] / values["count"]} if values.get("count") else {}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=600, help="requests per path at concurrency 1")
+    ap.add_argument("--concurrent-requests", type=int, default=3000, help="requests per path at concurrency 32")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    up_port, gw_port = free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(start([sys.executable, "-c", UPSTREAM.format(port=up_port)],
+                           f"http://127.0.0.1:{up_port}/health", env))
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = Path(tmp) / "router.yaml"
+            cfg.write_text(json.dumps({
+                "providers": [{"name": "bench", "kind": "openai", "base_url": f"http://127.0.0.1:{up_port}/v1",
+                               "model": "sim-1", "price_in_per_mtok": 0.5, "price_out_per_mtok": 1.5}],
+                "routing": {"strategy": "balanced"},
+            }))
+            serve = [sys.executable, "-m", "learned_router", "serve", "--config", str(cfg), "--port", str(gw_port)]
+            procs.append(start(serve, f"http://127.0.0.1:{gw_port}/health", env))
+        direct = (f"http://127.0.0.1:{up_port}/v1", "sim-1")
+        gateway = (f"http://127.0.0.1:{gw_port}/v1", "auto")
+
+        seq = sequential({"direct": direct, "gateway": gateway}, args.requests)
+        c1 = {name: pct(samples) for name, samples in seq.items()}
+        added = {"p50_ms": c1["gateway"]["p50_ms"] - c1["direct"]["p50_ms"],
+                 "p99_ms": c1["gateway"]["p99_ms"] - c1["direct"]["p99_ms"]}
+        c32 = {name: asyncio.run(concurrent(url, model, args.concurrent_requests, args.concurrency))
+               for name, (url, model) in (("direct", direct), ("gateway", gateway))}
+        server_side = gateway_overhead_from_metrics(f"http://127.0.0.1:{gw_port}/metrics")
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    try:
+        import litellm  # noqa: F401
+        litellm_note = "litellm is importable but its proxy baseline is not implemented in this script"
+    except ImportError:
+        litellm_note = "skipped: litellm is not installed"
+
+    result = {"concurrency_1": {**c1, "added": added}, f"concurrency_{args.concurrency}": c32,
+              "gateway_routing_overhead": server_side, "litellm_proxy": litellm_note, "targets": TARGETS}
+    print(f"concurrency 1 ({args.requests} requests per path, interleaved)")
+    for name in ("direct", "gateway"):
+        r = c1[name]
+        print(f"  {name:8s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms")
+    print(f"  added    p50 {added['p50_ms']:7.2f} ms   p99 {added['p99_ms']:7.2f} ms   "
+          f"(targets <= {TARGETS['added_p50_ms']} / {TARGETS['added_p99_ms']} ms)")
+    print(f"concurrency {args.concurrency} ({args.concurrent_requests} requests per path)")
+    for name in ("direct", "gateway"):
+        r = c32[name]
+        print(f"  {name:8s} {r['rps']:7.0f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
+              f"errors {sum(r['errors'].values())} {r['errors'] or ''}")
+    print(f"  (target >= {TARGETS['rps_c32']:.0f} req/s through the gateway with no errors)")
+    if server_side:
+        print(f"gateway's own routing overhead (mean, from /metrics): {server_side['mean_ms']:.2f} ms")
+    print(f"LiteLLM proxy baseline: {litellm_note}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
