@@ -285,7 +285,8 @@ def run_demo(requests: int = 300, out_dir: Path = Path("out/demo"), seed: int = 
     (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     from learned_router.demo_plot import plot_demo
 
-    png = plot_demo(results, view.events, view.outage_window, [row[0] for row in _FLEET], out_dir / "demo.png")
+    png = plot_demo(results, view.events, view.outage_window, [row[0] for row in _FLEET], out_dir / "demo.png",
+                    failing=FAILING)
     return view.finish(report, png, out_dir / "report.json", log_path)
 
 
@@ -336,6 +337,14 @@ def _summary(results: Sequence[Served], view: Any, elapsed: float, requests: int
         "outage_window_s": view.outage_window,
         "breaker_events": [{"t": round(e[0], 3), "provider": e[1], "event": e[2]} for e in view.events],
         "live_quality": view.live_quality(),
+        "during_outage": _window([r for r in ok if outage_from <= r.index < outage_to]),
+        "outside_outage": _window([r for r in ok if not outage_from <= r.index < outage_to]),
         "timings": asdict(t),
     }
 
+
+def _window(rows: Sequence[Served]) -> dict[str, Any]:
+    qualities = [r.quality for r in rows if r.quality is not None]
+    return {"requests": len(rows),
+            "mean_quality": round(float(np.mean(qualities)), 4) if qualities else None,
+            "cost_per_1k_usd": round(1000 * sum(r.cost_usd for r in rows) / len(rows), 6) if rows else None}

@@ -25,7 +25,7 @@ def _rolling(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_demo(results: Sequence[Any], events: Sequence[tuple[float, str, str]], outage: Sequence[float],
-              providers: Sequence[str], path: Path, *, window: int = 30) -> Path:
+              providers: Sequence[str], path: Path, *, failing: str = "a provider", window: int = 30) -> Path:
     """Write the demo plot to ``path`` and return it.
 
     Args:
@@ -33,6 +33,7 @@ def plot_demo(results: Sequence[Any], events: Sequence[tuple[float, str, str]], 
         events: breaker events ``(t, provider, "opened" | "closed")``.
         outage: ``[start_s]`` or ``[start_s, end_s]`` of the simulated outage.
         providers: provider names, in legend order.
+        failing: the provider of the outage (for the caption).
         window: requests in each rolling average.
     """
     import matplotlib
@@ -76,9 +77,11 @@ def plot_demo(results: Sequence[Any], events: Sequence[tuple[float, str, str]], 
     if outage:
         share_ax.text(outage[0], 101, " outage", color="#C44E52", fontsize=9, va="bottom")
     for when, name, kind in events:
-        share_ax.text(when, -2, f"{name} {'open' if kind == 'opened' else 'closed'}", rotation=90, fontsize=7,
-                      va="top", ha="right", color="#C44E52" if kind == "opened" else "#2E7D32")
-    fig.suptitle("learned-router demo: traffic share, judged quality and cost over time", fontsize=12)
+        share_ax.text(when, -2, f"{name} breaker {'opens' if kind == 'opened' else 'closes'}", rotation=90,
+                      fontsize=7, va="top", ha="right", color="#C44E52" if kind == "opened" else "#2E7D32")
+    fig.suptitle("learned-router demo: traffic share, judged quality and cost over time\n"
+                 f"shaded: simulated outage of {failing}; dotted lines: its circuit breaker opens (red) and "
+                 "closes (green)", fontsize=11)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

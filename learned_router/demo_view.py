@@ -42,6 +42,7 @@ class LiveView:
         self.events: list[tuple[float, str, str]] = []  # (t, provider, "opened" | "closed")
         self.outage_window: list[float] = []
         self.served_by: Counter[str] = Counter()
+        self.judged: Counter[str] = Counter()  # provider → sum of judged quality
         self.recent: deque[str] = deque(maxlen=_RECENT)
         self.failovers = 0
         self.failed = 0
@@ -60,7 +61,7 @@ class LiveView:
         c = self.console
         c.print("[bold]learned-router demo[/]: five simulated providers on 127.0.0.1 "
                 "(no API key, nothing leaves this machine)\n")
-        table = Table("provider", "model", "$ in / out per 1M tok", "latency", "declared strengths",
+        table = Table("provider", "model", "$ in / out per 1M tok", "base latency", "declared strengths",
                       "declared quality", title="providers (as configured)", title_justify="left")
         for p in cfg["providers"]:
             self._declared[p["name"]] = p["quality_prior"]
@@ -109,6 +110,7 @@ class LiveView:
             self._event(s.t, f"[red]request {s.index + 1} failed: {s.error}[/]")
             return
         self.served_by[s.provider] += 1
+        self.judged[s.provider] += s.quality or 0.0
         self.recent.append(s.provider)
         self.cost += s.cost_usd
         if s.failed_over_from:
@@ -145,13 +147,15 @@ class LiveView:
         for name, arm in self.arms.items():
             declared = self._declared.get(name)
             live = stats[arm].quality
-            if declared is not None and live < declared - 0.06 and self.served_by[name]:
-                self._event(t, f"[yellow]judge: {name}'s live quality fell to {live:.2f}[/] (declared "
-                               f"{declared:.2f}) after {self.served_by[name]} answers; it now ranks lower")
+            n = self.served_by[name]
+            if declared is not None and n and live <= declared - 0.1:
+                self._event(t, f"[yellow]judge: {name}'s answers score {self.judged[name] / n:.2f} on average, "
+                               f"not the declared {declared:.2f}[/]; after {n} answer{'s' if n > 1 else ''} its "
+                               f"live quality is {live:.2f} and it ranks lower")
                 del self._declared[name]
 
     def _render(self) -> Group:
-        table = Table("provider", "share (all)", f"share (last {_RECENT})", "live quality", "latency",
+        table = Table("provider", "share (all)", f"share (last {_RECENT})", "live quality", "avg latency",
                       "errors", "breaker", title_justify="left")
         stats = self.router.stats.snapshot()
         errors = {row["arm"]: row["errors"] for row in self.router.analytics.report().get("providers", [])}
@@ -185,6 +189,12 @@ class LiveView:
         print_report(report, c)
         c.print(f"mean judged quality {demo['mean_quality']}, total cost ${demo['total_cost_usd']:.4f}, "
                 f"{demo['failovers']} failovers, {demo['elapsed_s']:.1f} s")
+        during, other = demo.get("during_outage"), demo.get("outside_outage")
+        if during and other and during["requests"] and other["requests"]:
+            first, last = demo["outage_requests"]
+            c.print(f"requests {first + 1}-{last} (sent during the outage): mean quality {during['mean_quality']:.3f} "
+                    f"vs {other['mean_quality']:.3f} for the others; cost per 1,000 requests "
+                    f"${during['cost_per_1k_usd']:.3f} vs ${other['cost_per_1k_usd']:.3f}")
         trips = [e for e in demo["breaker_events"] if e["event"] == "opened"]
         if trips:
             closed = [e for e in demo["breaker_events"] if e["event"] == "closed"]

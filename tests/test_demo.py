@@ -65,7 +65,7 @@ def test_judge_feedback_moves_live_quality(demo_run: tuple[int, Path, str]) -> N
     # pulls its live estimate down, and the view says so
     assert budget["successes"] >= 1
     assert demo["live_quality"]["budget"] < 0.84
-    assert "judge: budget's live quality fell" in text
+    assert "judge: budget's answers score" in text
     assert 0.5 < demo["mean_quality"] < 1.0
 
 
