@@ -2,7 +2,8 @@
 
 uvicorn picks its fastest installed pieces by itself (``uvloop`` for the event loop and ``httptools`` for
 HTTP parsing when they are installed, else asyncio and h11); access logging is off because the router
-already logs one line per request.
+already logs one line per request. Provider calls go through one shared ``httpx.AsyncClient`` over
+``PooledHTTP11Transport``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ def serve(config_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port:
     from learned_router.gateway.app import DEFAULT_MAX_BODY_BYTES, create_app
     from learned_router.router import AsyncRouter
 
-    # One connection pool for every provider, with enough keep-alive connections that a busy gateway does
-    # not reconnect to its providers on every request.
-    upstream = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024, max_keepalive_connections=512))
+    from learned_router.gateway.transport import PooledHTTP11Transport
+
+    # One keep-alive pool for every provider, over the lean HTTP/1.1 transport (see gateway.transport).
+    upstream = httpx.AsyncClient(transport=PooledHTTP11Transport())
     router = AsyncRouter.from_config(Path(config_path), ahttp=upstream)
     app = create_app(router, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, close_router=True,
                      on_shutdown=[upstream.aclose])
