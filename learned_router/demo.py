@@ -10,7 +10,8 @@ What happens, in order:
    each answer a "judge" reads the answer's true quality (the ``x-sim-quality`` header the simulator sets) and
    reports it with ``router.feedback``, so the router's live quality estimates follow reality.
 4. Part-way through, one provider starts answering HTTP 500. Requests fail over to the next provider in their
-   ranking, its circuit breaker opens, probes it every few seconds, and closes once the provider has recovered.
+   ranking, its circuit breaker opens, probes it every few seconds, and closes once the provider has
+   recovered.
    These events are printed as they happen.
 5. The analytics report is printed and written as JSON, with a PNG of cost, quality and traffic share over
    time, and a SQLite decision log.
@@ -122,7 +123,7 @@ _FLEET: tuple[tuple[Any, ...], ...] = (
      {"translation": 0.94, "summarization": 0.9, "creative_writing": 0.88, "information_extraction": 0.84,
       "code": 0.5, "math": 0.5}, 0.74,
      {"quality_prior": 0.74, "tasks": {"translation": 0.94, "summarization": 0.9, "creative_writing": 0.88}}),
-    # Its vendor claims 0.90 on everything; the judge finds about 0.6. The judge's feedback corrects the claim.
+    # Its vendor claims 0.90 on everything; the judge finds about 0.6. Feedback corrects the claim.
     ("budget", "budget-base", 0.05, 0.1, 0.05, 0.001, 0.05, {"chat": 0.68}, 0.6, {"quality_prior": 0.9}),
 )
 
@@ -155,9 +156,10 @@ def demo_config(fleet: Any, timings: DemoTimings, log_path: Path | None) -> dict
             "availability_threshold": 0.5,
             "availability_half_life_s": 10.0,
         },
-        "breaker": {"failure_threshold": timings.breaker_failures, "reset_timeout_s": timings.breaker_reset_s},
-        "failover": {"attempt_timeout_s": timings.attempt_timeout_s, "deadline_s": 4 * timings.attempt_timeout_s,
-                     "max_attempts": 3},
+        "breaker": {"failure_threshold": timings.breaker_failures,
+                    "reset_timeout_s": timings.breaker_reset_s},
+        "failover": {"attempt_timeout_s": timings.attempt_timeout_s,
+                     "deadline_s": 4 * timings.attempt_timeout_s, "max_attempts": 3},
     }
     if log_path is not None:
         cfg["log"] = {"path": str(log_path)}
@@ -170,7 +172,7 @@ def _has_log_store() -> bool:
     return importlib.util.find_spec("learned_router.stores.sqlite") is not None
 
 
-# -- the run ---------------------------------------------------------------------------------------------------
+# -- the run -------------------------------------------------------------------------------------------------
 class _Judge:
     """Reads the true quality of each served answer from the simulator's ``x-sim-quality`` header.
 
@@ -201,7 +203,8 @@ def _serve_one(router: Any, judge: _Judge, index: int, sample: Sample, started: 
     try:
         comp = router.complete(request)
     except RouterError as err:
-        return Served(index, time.monotonic() - started, sample.task, None, error=f"{type(err).__name__}: {err}")
+        return Served(index, time.monotonic() - started, sample.task, None,
+                      error=f"{type(err).__name__}: {err}")
     quality = judge.quality_of(comp.provider)
     router.feedback(comp.request_id, quality, source="judge")
     failed = [a.arm.split("::")[0] for a in comp.outcome.attempts if a.status == "error"]
@@ -285,8 +288,8 @@ def run_demo(requests: int = 300, out_dir: Path = Path("out/demo"), seed: int = 
     (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     from learned_router.demo_plot import plot_demo
 
-    png = plot_demo(results, view.events, view.outage_window, [row[0] for row in _FLEET], out_dir / "demo.png",
-                    failing=FAILING)
+    png = plot_demo(results, view.events, view.outage_window, [row[0] for row in _FLEET],
+                    out_dir / "demo.png", failing=FAILING)
     return view.finish(report, png, out_dir / "report.json", log_path)
 
 
@@ -308,7 +311,9 @@ def _drive(router: Any, judge: _Judge, pool: ThreadPoolExecutor, order: Sequence
                 view.outage(False, now - started)
             pending.add(pool.submit(_serve_one, router, judge, sent, order[sent], started))
             sent += 1
-        done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED) if pending else (set(), pending)
+        done: set[Future[Served]] = set()
+        if pending:
+            done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
         if not pending and sent < len(order):
             time.sleep(max(0.0, min(0.05, started + sent / t.rate_per_s - time.monotonic())))
         for fut in done:

@@ -17,11 +17,13 @@ _COLORS = ("#4C72B0", "#DD8452", "#C44E52", "#55A868", "#8172B3", "#937860", "#D
 
 
 def _rolling(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over up to ``window`` points (shorter at the start)."""
+    """Centred mean over ``window`` points (fewer at both ends), so a change lines up with its cause in time
+    instead of trailing it by half a window."""
     csum = np.cumsum(np.insert(values.astype(float), 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    lo = np.maximum(0, idx - window)
-    return (csum[idx] - csum[lo]) / (idx - lo)
+    idx = np.arange(len(values))
+    lo = np.maximum(0, idx - window // 2)
+    hi = np.minimum(len(values), idx + (window - window // 2))
+    return (csum[hi] - csum[lo]) / (hi - lo)
 
 
 def plot_demo(results: Sequence[Any], events: Sequence[tuple[float, str, str]], outage: Sequence[float],
@@ -49,16 +51,18 @@ def plot_demo(results: Sequence[Any], events: Sequence[tuple[float, str, str]], 
     colors = {p: _COLORS[i % len(_COLORS)] for i, p in enumerate(providers)}
     if ok:
         shares = [_rolling(np.array([r.provider == p for r in ok]), window) * 100 for p in providers]
-        share_ax.stackplot(t, *shares, labels=list(providers), colors=[colors[p] for p in providers], alpha=0.85)
+        share_ax.stackplot(t, *shares, labels=list(providers), colors=[colors[p] for p in providers],
+                           alpha=0.85)
         quality = np.array([r.quality if r.quality is not None else np.nan for r in ok], dtype=float)
         quality_ax.plot(t, quality, ".", color="0.75", markersize=3, label="each answer")
         quality_ax.plot(t, _rolling(np.nan_to_num(quality, nan=0.0), window), color="#4C72B0", lw=2,
-                        label=f"mean of last {window}")
+                        label=f"mean of {window} around each point")
         cost = np.array([r.cost_usd for r in ok], dtype=float) * 1000
-        cost_ax.plot(t, _rolling(cost, window), color="#55A868", lw=2, label=f"mean of last {window}")
+        cost_ax.plot(t, _rolling(cost, window), color="#55A868", lw=2,
+                     label=f"mean of {window} around each point")
         cost_ax.plot(t, np.cumsum(cost) / np.arange(1, len(cost) + 1), color="0.4", lw=1, ls="--",
                      label="mean so far")
-    share_ax.set_ylabel(f"share of traffic, %\n(last {window} requests)")
+    share_ax.set_ylabel(f"share of traffic, %\n({window} requests around each point)")
     share_ax.set_ylim(0, 100)
     share_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=9, title="served by")
     quality_ax.set_ylabel("judged quality")

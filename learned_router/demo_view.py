@@ -31,8 +31,8 @@ class LiveView:
         live: redraw a live view; when False only events and the final report are printed.
     """
 
-    def __init__(self, console: Console, router: Any, fleet: Any, *, total: int, failing: str, live: bool = True
-                 ) -> None:
+    def __init__(self, console: Console, router: Any, fleet: Any, *, total: int, failing: str,
+                 live: bool = True) -> None:
         self.console = console
         self.router = router
         self.fleet = fleet
@@ -50,10 +50,11 @@ class LiveView:
         self.cost = 0.0
         self._breaker = {arm: ("closed", 0) for arm in self.arms.values()}
         self._declared: dict[str, float] = {}
-        self._progress = Progress(TextColumn("[bold]routing sample prompts"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=console)
+        self._progress = Progress(TextColumn("[bold]routing sample prompts"), BarColumn(),
+                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console)
         self._task = self._progress.add_task("requests", total=total)
-        self._live = Live(self._render(), console=console, refresh_per_second=8, transient=True) if live else None
+        self._live = (Live(self._render(), console=console, refresh_per_second=8, transient=True)
+                      if live else None)
         self._t = 0.0
 
     # -- before -----------------------------------------------------------------------------------------
@@ -66,19 +67,20 @@ class LiveView:
         for p in cfg["providers"]:
             self._declared[p["name"]] = p["quality_prior"]
             prof = self.fleet.profiles[p["name"]]
-            strengths = ", ".join(task for task, q in sorted(p.get("tasks", {}).items(), key=lambda kv: -kv[1])
-                                  if q >= 0.85) or "-"
+            tasks = sorted(p.get("tasks", {}).items(), key=lambda kv: -kv[1])
+            strengths = ", ".join(task for task, q in tasks if q >= 0.85) or "-"
             table.add_row(p["name"], p["model"], f"{p['price_in_per_mtok']:g} / {p['price_out_per_mtok']:g}",
                           f"~{prof.latency_s * 1000:.0f} ms", strengths, f"{p['quality_prior']:.2f}")
         c.print(table)
         c.print(f"strategy [bold]{cfg['routing']['strategy']}[/] with each prompt's task as a hint; a judge "
-                "scores every answer (the simulator's true quality) and sends it back with router.feedback().")
+                "scores every answer (the simulator's true quality) and sends it back with "
+                "router.feedback().")
         if outage_from < outage_to:
             c.print(f"scenario: [bold]{self.failing}[/] answers HTTP 500 for requests {outage_from + 1}-"
-                    f"{outage_to}, then recovers. Breaker: opens after {timings.breaker_failures} consecutive "
-                    f"failures, probes every {timings.breaker_reset_s:g} s.")
-        c.print("scenario: [bold]budget[/]'s vendor claims quality 0.90 on every task; the judge's scores will "
-                "say otherwise.\n")
+                    f"{outage_to}, then recovers. Breaker: opens after {timings.breaker_failures} "
+                    f"consecutive failures, probes every {timings.breaker_reset_s:g} s.")
+        c.print("scenario: [bold]budget[/]'s vendor claims quality 0.90 on every task; the judge's scores "
+                "will say otherwise.\n")
 
     # -- during -----------------------------------------------------------------------------------------
     def __enter__(self) -> LiveView:
@@ -100,7 +102,8 @@ class LiveView:
         if on:
             self._event(t, f"[bold red]>> {self.failing} starts failing[/] (every call answers HTTP 500)")
         else:
-            self._event(t, f"[bold green]>> {self.failing} is healthy again[/] (the router does not know yet)")
+            self._event(t, f"[bold green]>> {self.failing} is healthy again[/] "
+                           "(the router does not know yet)")
 
     def served(self, s: Any) -> None:
         self.done += 1
@@ -128,8 +131,8 @@ class LiveView:
             if snap.trips > trips:
                 if before == "closed":
                     self._event(t, f"[bold red]breaker of {name} opened[/] after "
-                                   f"{self.router.breaker.failure_threshold} consecutive failures; its traffic "
-                                   "goes to the next provider in each ranking")
+                                   f"{self.router.breaker.failure_threshold} consecutive failures; its "
+                                   "traffic goes to the next provider in each ranking")
                 else:
                     self._event(t, f"[red]breaker of {name} opened again[/]: the probe request failed")
                 self.events.append((t, name, "opened"))
@@ -149,9 +152,10 @@ class LiveView:
             live = stats[arm].quality
             n = self.served_by[name]
             if declared is not None and n and live <= declared - 0.1:
-                self._event(t, f"[yellow]judge: {name}'s answers score {self.judged[name] / n:.2f} on average, "
-                               f"not the declared {declared:.2f}[/]; after {n} answer{'s' if n > 1 else ''} its "
-                               f"live quality is {live:.2f} and it ranks lower")
+                mean = self.judged[name] / n
+                self._event(t, f"[yellow]judge: {name}'s answers score {mean:.2f} on average, not the "
+                               f"declared {declared:.2f}[/]; after {n} answer{'s' if n > 1 else ''} its live "
+                               f"quality is {live:.2f} and it ranks lower")
                 del self._declared[name]
 
     def _render(self) -> Group:
@@ -192,17 +196,19 @@ class LiveView:
         during, other = demo.get("during_outage"), demo.get("outside_outage")
         if during and other and during["requests"] and other["requests"]:
             first, last = demo["outage_requests"]
-            c.print(f"requests {first + 1}-{last} (sent during the outage): mean quality {during['mean_quality']:.3f} "
-                    f"vs {other['mean_quality']:.3f} for the others; cost per 1,000 requests "
-                    f"${during['cost_per_1k_usd']:.3f} vs ${other['cost_per_1k_usd']:.3f}")
-        trips = [e for e in demo["breaker_events"] if e["event"] == "opened"]
-        if trips:
-            closed = [e for e in demo["breaker_events"] if e["event"] == "closed"]
-            c.print(f"breaker of {self.failing}: opened {len(trips)} time(s), "
-                    + ("closed again at the end" if self.router.breaker.state(self.arms[self.failing]) == "closed"
-                       else "[red]still not closed at the end[/]")
-                    + (f" (recovered {closed[-1]['t'] - trips[0]['t']:.1f} s after it first opened)" if closed
-                       else ""))
+            c.print(f"requests {first + 1}-{last} (sent during the outage): mean quality "
+                    f"{during['mean_quality']:.3f} vs {other['mean_quality']:.3f} for the others; cost per "
+                    f"1,000 requests ${during['cost_per_1k_usd']:.3f} vs ${other['cost_per_1k_usd']:.3f}")
+        mine = [e for e in demo["breaker_events"] if e["provider"] == self.failing]
+        opened = [e["t"] for e in mine if e["event"] == "opened"]
+        closed = [e["t"] for e in mine if e["event"] == "closed"]
+        if opened:
+            state = self.router.breaker.state(self.arms[self.failing])
+            tail = (f"closed {closed[-1] - opened[0]:.1f} s after it first opened"
+                    if state == "closed" and closed else f"[red]{state} now[/]")
+            c.print(f"breaker of {self.failing}: opened {len(opened)} time(s) (first after "
+                    f"{self.router.breaker.failure_threshold} failures, then after each failed probe), "
+                    f"{tail}")
         c.print(f"\nplot:   {png}\nreport: {report_path}")
         if log_path is not None:
             c.print(f"log:    {log_path}  (try: learned-router report --log {log_path})")

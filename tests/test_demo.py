@@ -118,3 +118,15 @@ def test_bad_request_count_is_a_usage_error(tmp_path: Path) -> None:
     assert run_demo(0, tmp_path, console=Console(file=buf), live=False) == 2
     assert "at least 1" in buf.getvalue()
     assert not (tmp_path / "report.json").exists()
+
+
+def test_rolling_mean_is_centred() -> None:
+    import numpy as np
+
+    from learned_router.demo_plot import _rolling
+
+    step = np.array([1.0] * 10 + [0.0] * 10)
+    smooth = _rolling(step, 4)
+    assert smooth[:8].tolist() == [1.0] * 8 and smooth[12:].tolist() == [0.0] * 8
+    assert smooth[10] == 0.5  # the change shows where it happened, not half a window later
+    assert _rolling(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 3).tolist() == [1.5, 2.0, 3.0, 4.0, 4.5]
