@@ -298,8 +298,21 @@ def _drive(router: Any, judge: _Judge, pool: ThreadPoolExecutor, order: Sequence
     """Send ``order`` at ``t.rate_per_s``, switch the outage on and off, and feed the live view."""
     results: list[Served] = []
     pending: set[Future[Served]] = set()
+    try:
+        _loop(router, judge, pool, order, t, started, view, fleet.profiles[FAILING], outage_from, outage_to,
+              results, pending)
+    except BaseException:  # Ctrl-C: do not send what is still queued
+        for fut in pending:
+            fut.cancel()
+        raise
+    results.sort(key=lambda s: s.index)
+    return results
+
+
+def _loop(router: Any, judge: _Judge, pool: ThreadPoolExecutor, order: Sequence[Sample], t: DemoTimings,
+          started: float, view: Any, failing: Any, outage_from: int, outage_to: int, results: list[Served],
+          pending: set[Future[Served]]) -> None:
     sent = 0
-    failing = fleet.profiles[FAILING]
     while sent < len(order) or pending:
         now = time.monotonic()
         while sent < len(order) and now >= started + sent / t.rate_per_s and len(pending) < 4 * t.workers:
@@ -313,16 +326,15 @@ def _drive(router: Any, judge: _Judge, pool: ThreadPoolExecutor, order: Sequence
             sent += 1
         done: set[Future[Served]] = set()
         if pending:
-            done, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-        if not pending and sent < len(order):
+            done = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED).done
+            pending.difference_update(done)
+        else:
             time.sleep(max(0.0, min(0.05, started + sent / t.rate_per_s - time.monotonic())))
         for fut in done:
             served = fut.result()
             results.append(served)
             view.served(served)
         view.tick(time.monotonic() - started)
-    results.sort(key=lambda s: s.index)
-    return results
 
 
 def _summary(results: Sequence[Served], view: Any, elapsed: float, requests: int, outage_from: int,
