@@ -4,15 +4,14 @@ What happens, in order:
 
 1. Five OpenAI-compatible servers start on 127.0.0.1 (``learned_router.simulator``), each with its own price,
    latency and per-task answer quality. Nothing leaves the machine and no API key is needed.
-2. A router is built from a config dict pointing at them (printed with ``--verbose`` in spirit: see
-   ``demo_config``), using the ``balanced`` strategy with each prompt's task as a hint.
+2. A router is built from a config dict pointing at them (``demo_config``: the same keys as a YAML file),
+   using the ``balanced`` strategy with each prompt's task as a hint.
 3. The sample prompts (``data/sample_prompts.jsonl``) are sent at a steady rate by a small thread pool. After
    each answer a "judge" reads the answer's true quality (the ``x-sim-quality`` header the simulator sets) and
    reports it with ``router.feedback``, so the router's live quality estimates follow reality.
 4. Part-way through, one provider starts answering HTTP 500. Requests fail over to the next provider in their
    ranking, its circuit breaker opens, probes it every few seconds, and closes once the provider has
-   recovered.
-   These events are printed as they happen.
+   recovered. These events are printed as they happen.
 5. The analytics report is printed and written as JSON, with a PNG of cost, quality and traffic share over
    time, and a SQLite decision log.
 """
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -105,26 +104,40 @@ def load_samples(path: Path | None = None) -> list[Sample]:
 
 
 # -- the simulated providers and the router config -----------------------------------------------------------
-# (name, model, $ in / $ out per million tokens, base latency s, per-token s, jitter s,
-#  true quality per task, true quality of other tasks, what the config declares)
-_FLEET: tuple[tuple[Any, ...], ...] = (
-    ("atlas", "atlas-large", 2.5, 10.0, 0.30, 0.004, 0.10,
-     {"code": 0.92, "math": 0.92, "reasoning": 0.93, "knowledge_qa": 0.92, "creative_writing": 0.9}, 0.88,
-     {"quality_prior": 0.88, "tasks": {"code": 0.92, "math": 0.92, "reasoning": 0.93, "knowledge_qa": 0.92}}),
-    ("swift", "swift-mini", 0.15, 0.6, 0.04, 0.001, 0.03,
-     {"chat": 0.86, "classification": 0.86, "information_extraction": 0.8, "code": 0.6, "math": 0.55,
-      "reasoning": 0.55}, 0.72,
-     {"quality_prior": 0.72, "tasks": {"chat": 0.86, "classification": 0.86, "information_extraction": 0.8,
-                                       "code": 0.6, "math": 0.55, "reasoning": 0.55}}),
-    ("coder", "coder-7b", 0.4, 1.6, 0.10, 0.002, 0.05,
-     {"code": 0.93, "math": 0.9, "reasoning": 0.84, "creative_writing": 0.55, "translation": 0.5}, 0.7,
-     {"quality_prior": 0.7, "tasks": {"code": 0.93, "math": 0.9, "reasoning": 0.84}}),
-    ("lingua", "lingua-m", 0.3, 1.2, 0.08, 0.002, 0.05,
-     {"translation": 0.94, "summarization": 0.9, "creative_writing": 0.88, "information_extraction": 0.84,
-      "code": 0.5, "math": 0.5}, 0.74,
-     {"quality_prior": 0.74, "tasks": {"translation": 0.94, "summarization": 0.9, "creative_writing": 0.88}}),
+class _Sim(NamedTuple):
+    """One simulated provider: what it really does, and what its config entry declares."""
+
+    name: str
+    model: str
+    price_in: float  # USD per million tokens
+    price_out: float
+    latency_s: float  # base latency (time to first token)
+    per_token_s: float
+    jitter_s: float
+    quality: dict[str, float]  # true mean quality per task
+    other_quality: float  # true mean quality of every other task
+    declared_prior: float  # the config's quality_prior
+    declared_tasks: dict[str, float]  # the config's per-task scores
+
+
+_FLEET: tuple[_Sim, ...] = (
+    _Sim("atlas", "atlas-large", 2.5, 10.0, 0.30, 0.004, 0.10,
+         {"code": 0.92, "math": 0.92, "reasoning": 0.93, "knowledge_qa": 0.92, "creative_writing": 0.9}, 0.88,
+         0.88, {"code": 0.92, "math": 0.92, "reasoning": 0.93, "knowledge_qa": 0.92}),
+    _Sim("swift", "swift-mini", 0.15, 0.6, 0.04, 0.001, 0.03,
+         {"chat": 0.86, "classification": 0.86, "information_extraction": 0.8, "code": 0.6, "math": 0.55,
+          "reasoning": 0.55}, 0.72,
+         0.72, {"chat": 0.86, "classification": 0.86, "information_extraction": 0.8, "code": 0.6,
+                "math": 0.55, "reasoning": 0.55}),
+    _Sim("coder", "coder-7b", 0.4, 1.6, 0.10, 0.002, 0.05,
+         {"code": 0.93, "math": 0.9, "reasoning": 0.84, "creative_writing": 0.55, "translation": 0.5}, 0.7,
+         0.7, {"code": 0.93, "math": 0.9, "reasoning": 0.84}),
+    _Sim("lingua", "lingua-m", 0.3, 1.2, 0.08, 0.002, 0.05,
+         {"translation": 0.94, "summarization": 0.9, "creative_writing": 0.88, "information_extraction": 0.84,
+          "code": 0.5, "math": 0.5}, 0.74,
+         0.74, {"translation": 0.94, "summarization": 0.9, "creative_writing": 0.88}),
     # Its vendor claims 0.90 on everything; the judge finds about 0.6. Feedback corrects the claim.
-    ("budget", "budget-base", 0.05, 0.1, 0.05, 0.001, 0.05, {"chat": 0.68}, 0.6, {"quality_prior": 0.9}),
+    _Sim("budget", "budget-base", 0.05, 0.1, 0.05, 0.001, 0.05, {"chat": 0.68}, 0.6, 0.9, {}),
 )
 
 
@@ -133,21 +146,23 @@ def demo_profiles(latency_scale: float = 1.0, seed: int = 0) -> list[Any]:
     from learned_router.simulator import SimProfile
 
     return [
-        SimProfile(name, model=model, latency_s=lat * latency_scale, per_token_s=per_tok * latency_scale,
-                   jitter_s=jit * latency_scale, quality=quality, default_quality=default, quality_noise=0.08,
-                   price_in_per_mtok=p_in, price_out_per_mtok=p_out, seed=seed + i, hang_s=10.0)
-        for i, (name, model, p_in, p_out, lat, per_tok, jit, quality, default, _) in enumerate(_FLEET)
+        SimProfile(s.name, model=s.model, latency_s=s.latency_s * latency_scale,
+                   per_token_s=s.per_token_s * latency_scale, jitter_s=s.jitter_s * latency_scale,
+                   quality=s.quality, default_quality=s.other_quality, quality_noise=0.08,
+                   price_in_per_mtok=s.price_in, price_out_per_mtok=s.price_out, seed=seed + i, hang_s=10.0)
+        for i, s in enumerate(_FLEET)
     ]
 
 
 def demo_config(fleet: Any, timings: DemoTimings, log_path: Path | None) -> dict[str, Any]:
     """The router config for ``fleet`` (a started ``SimFleet``), as a dict; the same keys a YAML file has."""
-    declared = {row[0]: row[9] for row in _FLEET}
-    providers = [
-        fleet.provider_entry(name, latency_prior_s=max(0.01, row[4] * timings.latency_scale) + 0.05,
-                             **declared[name])
-        for name, row in ((r[0], r) for r in _FLEET)
-    ]
+    providers = []
+    for s in _FLEET:
+        entry = fleet.provider_entry(s.name, quality_prior=s.declared_prior,
+                                     latency_prior_s=s.latency_s * timings.latency_scale + 0.05)
+        if s.declared_tasks:
+            entry["tasks"] = dict(s.declared_tasks)
+        providers.append(entry)
     cfg: dict[str, Any] = {
         "providers": providers,
         "routing": {
@@ -288,7 +303,7 @@ def run_demo(requests: int = 300, out_dir: Path = Path("out/demo"), seed: int = 
     (out_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     from learned_router.demo_plot import plot_demo
 
-    png = plot_demo(results, view.events, view.outage_window, [row[0] for row in _FLEET],
+    png = plot_demo(results, view.events, view.outage_window, [s.name for s in _FLEET],
                     out_dir / "demo.png", failing=FAILING)
     return view.finish(report, png, out_dir / "report.json", log_path)
 
