@@ -118,6 +118,7 @@ class RoutingConfig(_Strict):
     task_preferences: dict[str, list[str]] = Field(default_factory=dict)
     presets: dict[str, PresetConfig] = Field(default_factory=dict)
     model_path: str | None = None
+    tracking_uri: str | None = None
     exploration: bool = True
     seed: int | None = None
 
@@ -179,6 +180,9 @@ class LogConfig(_Strict):
     path: str | None = None
     store_prompts: bool = False
     store_embeddings: bool = True
+    # Embed every request so the log can train a contextual policy even while rule strategies route
+    # (costs one embedding per request; the learned and task strategies embed anyway).
+    embed_for_log: bool = False
     queue_size: int = Field(default=10_000, ge=1)
 
 

@@ -136,28 +136,28 @@ class Planner:
         return decision, features
 
     def _features(self, req: ChatRequest, strategy: str) -> tuple[Features, str | None]:
-        """Token estimates always; the embedding and task probabilities only when the strategy uses them."""
+        """Token estimates always; the embedding and task probabilities when the strategy uses them (or the
+        log wants every embedding). Returns the features and, when the strategy needed the model path and
+        it failed, why (the rules then decide)."""
         text = req.prompt_text()
-        input_tokens = max(1, math.ceil(len(text) / 4))
-        output_est = req.max_tokens or 256
-        needs_model = strategy == "learned" or (strategy == "task" and req.task_hint is None)
-        base = Features(input_tokens=input_tokens, output_tokens_est=output_est,
+        base = Features(input_tokens=max(1, math.ceil(len(text) / 4)), output_tokens_est=req.max_tokens or 256,
                         task_probs={req.task_hint: 1.0} if req.task_hint else {})
-        if not needs_model:
+        needed = strategy.startswith("learned") or (strategy == "task" and req.task_hint is None)
+        if not (needed or self.config.log.embed_for_log):
             return base, None
         if self.features is None:
-            return base, "no embedder/classifier configured"
+            return base, "no embedder/classifier configured" if needed else None
         try:
             return self.features.extract(req), None
         except Exception as exc:  # noqa: BLE001 - any failure of the model path falls back to the rules
             log.warning("feature extraction failed, falling back to rules: %s", type(exc).__name__)
-            return base, f"feature extraction failed: {type(exc).__name__}: {exc}"
+            return base, f"feature extraction failed: {type(exc).__name__}: {exc}" if needed else None
 
     def _select(self, name: str, ctx: Context, eligible: list[Any],
                 fallback: str | None) -> tuple[str, Ranking, str | None]:
         strategy = self.strategies.get(name)
         reason = fallback
-        if strategy is None and name == "learned":
+        if strategy is None and name.startswith("learned"):
             reason = reason or "no trained model loaded (cold start)"
         elif strategy is not None and not getattr(strategy, "ready", True):
             reason = reason or "learned policy not ready (cold start or invalid state)"
@@ -226,11 +226,15 @@ def _wants_model(cfg: RouterConfig) -> bool:
 
 
 def _build_features(cfg: RouterConfig, embedder: Any) -> Any:
-    if not _wants_model(cfg):
+    if not (_wants_model(cfg) or cfg.log.embed_for_log):
         return None
     from learned_router.features import build_feature_extractor
+    from learned_router.model_store import resolve_model
 
-    return build_feature_extractor(cfg, embedder=embedder)
+    classifier_dir = None
+    if cfg.routing.model_path is not None:
+        classifier_dir = resolve_model(cfg.routing.model_path, tracking_uri=cfg.routing.tracking_uri).classifier_dir
+    return build_feature_extractor(cfg, embedder=embedder, classifier_dir=classifier_dir)
 
 
 def _wants_learned(cfg: RouterConfig) -> bool:
@@ -244,20 +248,15 @@ def _variant_strategy(experiment: str, variant: str) -> str:
 
 
 def _build_learned(cfg: RouterConfig, path: str | None) -> Strategy:
-    """The learned policy from ``path`` (a folder or a ``models:/`` registry URI), or a cold one that
-    learns online from feedback and is not used until it has seen enough (the rules route meanwhile)."""
+    """The learned policy from ``path`` (see ``model_store.resolve_model``), or a cold one that learns
+    online from feedback and is not used until it has seen enough (the rules route meanwhile)."""
+    from learned_router.model_store import resolve_model
     from learned_router.strategies.thompson import ThompsonStrategy, load_learned_strategy
 
     if path is None:
-        strategy = ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers},
-                                    explore=cfg.routing.exploration)
-        strategy.error = None
-        return strategy
-    if path.startswith("models:/"):
-        from learned_router.registry import resolve_model_uri
-
-        path = str(resolve_model_uri(path))
-    return load_learned_strategy(path, cfg)
+        return ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers},
+                                explore=cfg.routing.exploration)
+    return load_learned_strategy(resolve_model(path, tracking_uri=cfg.routing.tracking_uri).policy_dir, cfg)
 
 
 def _build_assigner(cfg: RouterConfig) -> Callable[[ChatRequest], Assignment | None] | None:

@@ -1,0 +1,60 @@
+"""Find a trained model's files: a version folder written by ``training/train.py`` (``policy/``,
+``classifier/``, ``manifest.json``), a model folder whose ``champion.json`` names the current version, a bare
+policy folder, or an MLflow registry URI (``models:/learned-router@champion``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from learned_router.errors import ConfigError
+
+__all__ = ["ModelFiles", "resolve_model"]
+
+POLICY_STATE = "policy_state.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFiles:
+    policy_dir: Path
+    classifier_dir: Path | None
+    version_dir: Path
+
+
+def _default_tracking_uri() -> str:
+    root = Path(__file__).resolve().parent.parent
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def resolve_model(path: str, *, tracking_uri: str | None = None, key: str = "routing.model_path") -> ModelFiles:
+    """Resolve ``path`` to the policy and classifier folders.
+
+    Raises:
+        ConfigError: nothing usable is there (named by ``key``).
+    """
+    if path.startswith("models:/"):
+        try:
+            from training.tracking import resolve_model_uri
+        except ModuleNotFoundError as exc:
+            raise ConfigError(key, f"resolving {path} needs the source checkout's training/ package") from exc
+        try:
+            local = resolve_model_uri(path, tracking_uri=tracking_uri or _default_tracking_uri())
+        except FileNotFoundError as exc:
+            raise ConfigError(key, str(exc)) from None
+        return resolve_model(str(local), key=key)
+    p = Path(path)
+    if (p / "champion.json").is_file():
+        try:
+            version = json.loads((p / "champion.json").read_text())["version"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(key, f"{p / 'champion.json'} is unreadable: {exc}") from None
+        return resolve_model(str(p / str(version)), key=key)
+    if (p / "policy" / POLICY_STATE).is_file():
+        classifier = p / "classifier"
+        return ModelFiles(p / "policy", classifier if classifier.is_dir() else None, p)
+    if (p / POLICY_STATE).is_file():
+        return ModelFiles(p, None, p)
+    # Not a usable model: the learned policy reports the problem and the rules route (never a failed request).
+    return ModelFiles(p, None, p)
