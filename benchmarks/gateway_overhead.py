@@ -8,7 +8,9 @@ with the real CLI, ``balanced`` strategy) and this client. Reported:
 
 * concurrency 1: latency p50/p99 direct and through the gateway, and the difference (added latency);
 * concurrency 32: the same, plus requests/s and errors for both paths;
-* the gateway's own view: mean routing overhead from its ``/metrics``.
+* the gateway's own view: mean routing overhead from its ``/metrics``, and the CPU time the gateway
+  process spends per request (the number that bounds its throughput per core, whatever else the machine
+  is doing; the client and the upstream share the same cores).
 
 Targets: added latency p50 <= 1.5 ms and p99 <= 5 ms at concurrency 1; >= 300 req/s at concurrency 32 with
 no errors. LiteLLM's proxy is measured as a second baseline only when ``litellm`` is importable.
@@ -70,6 +72,15 @@ def start(cmd: list[str], ready_url: str, env: dict[str, str]) -> subprocess.Pop
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise RuntimeError(f"could not start {cmd[:3]}: {err[-2000:]}") from None
     return proc
+
+
+def cpu_s(proc: subprocess.Popen[bytes]) -> float:
+    """User+system CPU seconds used so far by ``proc`` (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(samples: list[float]) -> dict[str, float]:
@@ -166,8 +177,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         c1 = {name: pct(samples) for name, samples in seq.items()}
         added = {"p50_ms": c1["gateway"]["p50_ms"] - c1["direct"]["p50_ms"],
                  "p99_ms": c1["gateway"]["p99_ms"] - c1["direct"]["p99_ms"]}
-        c32 = {name: asyncio.run(concurrent(url, model, args.concurrent_requests, args.concurrency))
-               for name, (url, model) in (("direct", direct), ("gateway", gateway))}
+        c32 = {}
+        for name, (url, model) in (("direct", direct), ("gateway", gateway)):
+            before = (cpu_s(procs[0]), cpu_s(procs[1]))
+            c32[name] = asyncio.run(concurrent(url, model, args.concurrent_requests, args.concurrency))
+            # the warm-up round adds `concurrency` requests to the measured ones
+            n = args.concurrent_requests + args.concurrency
+            c32[name]["upstream_cpu_ms_per_request"] = 1000 * (cpu_s(procs[0]) - before[0]) / n
+            c32[name]["gateway_cpu_ms_per_request"] = 1000 * (cpu_s(procs[1]) - before[1]) / n
         server_side = gateway_overhead_from_metrics(f"http://127.0.0.1:{gw_port}/metrics")
     finally:
         for proc in reversed(procs):
@@ -197,6 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {name:8s} {r['rps']:7.0f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
               f"errors {sum(r['errors'].values())} {r['errors'] or ''}")
     print(f"  (target >= {TARGETS['rps_c32']:.0f} req/s through the gateway with no errors)")
+    g = c32["gateway"]["gateway_cpu_ms_per_request"]
+    print(f"  CPU per request: gateway process {g:.2f} ms (~{1000 / g if g else 0:.0f} req/s per core), "
+          f"upstream {c32['gateway']['upstream_cpu_ms_per_request']:.2f} ms")
     if server_side:
         print(f"gateway's own routing overhead (mean, from /metrics): {server_side['mean_ms']:.2f} ms")
     print(f"LiteLLM proxy baseline: {litellm_note}")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from test_gateway import ENV as ENV_KEYS
 from test_gateway import MSG, Gateway, fleet, http, make_config, metric, nodelay  # noqa: F401 - fixtures
 
 from learned_router.gateway.metrics import GatewayMetrics
@@ -235,3 +236,43 @@ def test_health_is_not_ready_when_the_log_folder_is_gone(fleet: SimFleet, http: 
         assert resp.status_code == 503 and resp.json()["log_store"]["writable"] is False
     finally:
         g.close()
+
+
+# -- the CLI ----------------------------------------------------------------------------------------------------
+def test_cli_serve_runs_the_gateway(fleet: SimFleet, tmp_path: Path) -> None:  # noqa: F811
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    cfg = tmp_path / "router.yaml"
+    cfg.write_text(json.dumps(make_config(fleet)))  # JSON is YAML
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **ENV_KEYS}
+    proc = subprocess.Popen([sys.executable, "-m", "learned_router", "serve", "--config", str(cfg), "--port",
+                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.1)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0,
+                               http_client=httpx.Client(verify=False, timeout=10))
+        fleet.profiles["flaky"].set_mode("ok")
+        assert client.chat.completions.create(model="auto", messages=MSG).choices[0].message.content
+        assert "".join(c.choices[0].delta.content or "" for c in
+                       client.chat.completions.create(model="good", messages=MSG, stream=True) if c.choices)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode in (0, -15)

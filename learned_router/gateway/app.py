@@ -201,15 +201,8 @@ class _Gateway:
             raise
         arm = stream.served_arm or stream.decision.arm
         provider, model = split_arm(arm)
-        # Provider time before the first relayed byte: failed attempts plus the served one's time to first byte.
-        before_first = sum(a.latency_s for a in stream.run.attempts)
-        cur = getattr(stream.run, "_current", None)
-        if cur is not None and getattr(cur, "first_byte_at", None) is not None:
-            before_first += cur.first_byte_at - cur.started
-
         def on_done(c: Completion) -> None:
-            self.metrics.served(c, total_s=time.perf_counter() - started, stream=True,
-                                upstream_s=before_first)
+            self.metrics.served(c, total_s=time.perf_counter() - started, stream=True)
             self.metrics.http(_CHAT, 200)
 
         def on_error(err: HttpError, exc: BaseException) -> None:

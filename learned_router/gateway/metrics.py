@@ -112,6 +112,7 @@ class GatewayMetrics:
         self._lock = threading.Lock()
         self._n_decisions = 0
         self._n_exploratory = 0
+        self._children: dict[str, tuple[Any, Any, Any]] = {}
         r.register(_RouterState(router, self))
 
     # -- recording ----------------------------------------------------------------------------------------
@@ -145,17 +146,27 @@ class GatewayMetrics:
             spent += a.latency_s
         return spent
 
-    def served(self, c: Completion, *, total_s: float, stream: bool, upstream_s: float | None = None) -> None:
-        """Record a served completion. ``upstream_s`` is the provider time to subtract from ``total_s`` to get
-        the overhead (default: every attempt's full latency)."""
+    def served(self, c: Completion, *, total_s: float, stream: bool) -> None:
+        """Record a served completion. The overhead is ``total_s`` minus the time spent in provider attempts
+        (for a stream, the served attempt lasts until its last chunk)."""
         label = "true" if stream else "false"
         self.decision(c.decision)
         spent = self.attempts_seen(c.outcome.attempts)
         self.duration.labels(label).observe(total_s)
-        self.overhead.labels(label).observe(max(0.0, total_s - (spent if upstream_s is None else upstream_s)))
-        self.cost.labels(c.provider).inc(c.cost_usd)
-        self.tokens.labels(c.provider, "input").inc(c.input_tokens)
-        self.tokens.labels(c.provider, "output").inc(c.output_tokens)
+        self.overhead.labels(label).observe(max(0.0, total_s - spent))
+        cost, tokens_in, tokens_out = self._served_children(c.provider)
+        cost.inc(c.cost_usd)
+        tokens_in.inc(c.input_tokens)
+        tokens_out.inc(c.output_tokens)
+
+    def _served_children(self, provider: str) -> tuple[Any, Any, Any]:
+        """The per-provider counter children, looked up once per provider (``labels`` takes a lock)."""
+        children = self._children.get(provider)
+        if children is None:
+            children = (self.cost.labels(provider), self.tokens.labels(provider, "input"),
+                        self.tokens.labels(provider, "output"))
+            self._children[provider] = children
+        return children
 
     def failed(self, attempts: Sequence[Attempt], *, total_s: float, stream: bool) -> None:
         self.attempts_seen(attempts)
