@@ -177,7 +177,9 @@ def demo_config(fleet: Any, timings: DemoTimings, log_path: Path | None) -> dict
                      "deadline_s": 4 * timings.attempt_timeout_s, "max_attempts": 3},
     }
     if log_path is not None:
-        cfg["log"] = {"path": str(log_path)}
+        # Embed every prompt (MiniLM, offline) so that `learned-router train --log` can fit a contextual
+        # policy from this log although the rules route here.
+        cfg["log"] = {"path": str(log_path), "embed_for_log": True}
     return cfg
 
 
@@ -290,6 +292,8 @@ def run_demo(requests: int = 300, out_dir: Path = Path("out/demo"), seed: int = 
         router = Router.from_config(cfg, seed=seed, http=http)
         view = LiveView(console, router, fleet, total=requests, failing=FAILING, live=live)
         view.intro(cfg, outage_from, outage_to, t)
+        if cfg.get("log", {}).get("embed_for_log"):
+            _warm_up(router, console)
         results: list[Served] = []
         started = time.monotonic()
         try:
@@ -306,6 +310,17 @@ def run_demo(requests: int = 300, out_dir: Path = Path("out/demo"), seed: int = 
     png = plot_demo(results, view.events, view.outage_window, [s.name for s in _FLEET],
                     out_dir / "demo.png", failing=FAILING)
     return view.finish(report, png, out_dir / "report.json", log_path)
+
+
+def _warm_up(router: Any, console: Any) -> None:
+    """Load the embedder before the clock starts (routing a request embeds it; nothing is sent)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers is imported
+    with console.status("loading the MiniLM embedder (prompts are embedded for the decision log)"):
+        started = time.monotonic()
+        router.route({"messages": [{"role": "user", "content": "Hello!"}], "task_hint": "chat"})
+    console.print(f"[dim]embedder loaded in {time.monotonic() - started:.1f} s[/]\n")
 
 
 def _drive(router: Any, judge: _Judge, pool: ThreadPoolExecutor, order: Sequence[Sample], t: DemoTimings,

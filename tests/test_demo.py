@@ -87,6 +87,9 @@ def test_decision_log_holds_every_request_with_judged_quality(demo_run: tuple[in
     rows = list(read_rows(out / "decisions.sqlite"))
     assert len(rows) == N
     assert all(r["quality_source"] == "judge" and 0.0 <= r["quality"] <= 1.0 for r in rows)
+    # embedded for training (`learned-router train --log`), with the task hint as the label
+    assert all(r["embedding"] is not None and len(r["embedding"]) == 2 * 384 for r in rows)
+    assert {r["task_label"] for r in rows} == set(TASK_TAXONOMY)
     assert Counter(r["served_arm"] for r in rows) == Counter(
         {row["arm"]: row["successes"] for row in json.loads((out / "report.json").read_text())["providers"]
          if row["successes"]})
