@@ -210,8 +210,8 @@ class LiveView:
                     f"{self.router.breaker.failure_threshold} failures, then after each failed probe), "
                     f"{tail}")
         elif demo["outage_requests"][0] < demo["outage_requests"][1]:
-            c.print(f"[yellow]the breaker of {self.failing} never opened: too few of its requests fell in the "
-                    "outage to reach the failure threshold (run with more --requests)[/]")
+            c.print(f"[yellow]the breaker of {self.failing} never opened: too few of its requests fell in "
+                    "the outage to reach the failure threshold (run with more --requests)[/]")
         c.print(f"\nplot:   {png}\nreport: {report_path}")
         if log_path is not None:
             c.print(f"log:    {log_path}  (try: learned-router report --log {log_path})")
