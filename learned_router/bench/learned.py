@@ -88,7 +88,6 @@ def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, wei
     n = len(inputs.embeddings)
     grid = _grid(n, inputs.embeddings.shape[1], components)
     err = np.zeros((len(grid), len(alphas)))
-    k = len(priors)
     for fold in cv_folds(n, n_folds, seed):
         train = np.setdiff1d(np.arange(n), fold)
         full = ContextTransform(max(grid), task_labels=inputs.task_labels)
@@ -100,19 +99,50 @@ def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, wei
             fitted = full.components_.shape[0]
             cols = _columns(min(nc, fitted), fitted, len(inputs.task_labels))
             Xtr, Xte = Xtr_all[:, cols], Xte_all[:, cols]
-            for ai, alpha in enumerate(alphas):
-                model = LinearTS(k, Xtr.shape[1], priors, alpha=alpha)
-                if arms is None:
-                    model.fit_full(Xtr, rewards[train])
-                    err[gi, ai] += float(((model.mean(Xte) - rewards[fold]) ** 2).sum())
-                else:
-                    w = None if weights is None else weights[train]
-                    model.fit(Xtr, arms[train], rewards[train], w)
-                    pred = np.einsum("id,id->i", Xte, model.mu_[arms[fold]])
-                    err[gi, ai] += float(((pred - rewards[fold]) ** 2).sum())
+            if arms is None:
+                err[gi] += _cv_full(Xtr, Xte, rewards[train], rewards[fold], priors, alphas)
+            else:
+                w = np.ones(len(train)) if weights is None else weights[train]
+                err[gi] += _cv_logged(Xtr, Xte, arms[train], rewards[train], w, arms[fold], rewards[fold],
+                                      priors, alphas)
     gi, ai = np.unravel_index(int(np.argmin(err)), err.shape)
-    denom = n * (k if arms is None else 1)
+    denom = n * (len(priors) if arms is None else 1)
     return grid[gi], float(alphas[ai]), float(err[gi, ai] / denom)
+
+
+def _cv_full(Xtr: Array, Xte: Array, Rtr: Array, Rte: Array, priors: Array, alphas: Sequence[float]) -> Array:
+    """Summed squared test error per alpha of the full-information fit (one eigendecomposition)."""
+    d = Xtr.shape[1]
+    evals, V = np.linalg.eigh(Xtr.T @ Xtr)
+    mu0 = np.zeros((d, len(priors)))
+    mu0[0] = priors
+    XtR = Xtr.T @ Rtr
+    out = np.empty(len(alphas))
+    for i, alpha in enumerate(alphas):
+        coef = V @ ((V.T @ (XtR + alpha * mu0)) / (evals + alpha)[:, None])
+        out[i] = float(((Xte @ coef - Rte) ** 2).sum())
+    return out
+
+
+def _cv_logged(Xtr: Array, Xte: Array, arms_tr: NDArray[np.int64], r_tr: Array, w_tr: Array,
+               arms_te: NDArray[np.int64], r_te: Array, priors: Array, alphas: Sequence[float]) -> Array:
+    """Summed squared test error per alpha of per-arm fits on logged rows (one eigendecomposition per arm)."""
+    d = Xtr.shape[1]
+    out = np.zeros(len(alphas))
+    for a in range(len(priors)):
+        te = arms_te == a
+        if not te.any():
+            continue
+        sel = arms_tr == a
+        Xa, wa = Xtr[sel], w_tr[sel]
+        evals, V = np.linalg.eigh((Xa * wa[:, None]).T @ Xa)
+        b = Xa.T @ (wa * r_tr[sel])
+        mu0 = np.zeros(d)
+        mu0[0] = priors[a]
+        for i, alpha in enumerate(alphas):
+            coef = V @ ((V.T @ (b + alpha * mu0)) / (evals + alpha))
+            out[i] += float(((Xte[te] @ coef - r_te[te]) ** 2).sum())
+    return out
 
 
 def fit_offline(inputs: TrainInputs, quality: Array, tokens: Array, *, scale: float = 0.5,

@@ -145,7 +145,7 @@ def regression_quality(train_emb: NDArray[np.float32], train_tokens: Array, trai
         if y.min() == y.max():
             out[:, a] = y[0]
             continue
-        clf = LogisticRegression(C=1.0, max_iter=500).fit(Xtr, y.astype(int))
+        clf = LogisticRegression(C=1.0, max_iter=300, tol=1e-3).fit(Xtr, y.astype(int))
         out[:, a] = clf.predict_proba(Xte)[:, 1]
     return out
 

@@ -29,6 +29,9 @@ __all__ = ["MODES", "make_embedder", "run_bench", "sweep_weights"]
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "bandit", "online")
+# The online router learns from nothing: a small context, a prior worth a few observations, and posterior
+# draws narrower than the Bernoulli noise so that exploring many arms does not cost too much.
+ONLINE = {"n_components": 16, "alpha": 5.0, "scale": 0.15, "prior": 0.5}
 Array = NDArray[np.float64]
 Progress = Callable[[str, float], None]
 
@@ -201,17 +204,18 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
             hyper[m] = {"n_components": fit.n_components, "alpha": fit.alpha, "cv_mse": fit.cv_mse,
                         "dim": fit.model.dim}
         else:
-            X = base_t.transform(E, data.input_tokens)
+            X = online_transform(E, data.input_tokens, tr, ONLINE["n_components"]).transform(E, data.input_tokens)
             rows = []
             mid = len(ws) // 2
             for p, w in enumerate(ws):
-                run = run_online(data, X, tr, te, float(w), seed=seed + p, record_curve=p == mid)
+                run = run_online(data, X, tr, te, float(w), seed=seed + p, record_curve=p == mid,
+                                 alpha=ONLINE["alpha"], scale=ONLINE["scale"], prior=ONLINE["prior"])
                 rows.append(run.test_choices)
                 if run.curve:
                     online_curve = run.curve
                 report(f"learned ({m})", (p + 1) / len(ws))
             choices = np.stack(rows)
-            hyper[m] = {"n_components": base_t.n_components, "alpha": 1.0, "scale": 0.5, "prior": 0.5}
+            hyper[m] = dict(ONLINE)
         name = f"learned ({m})"
         curves[name] = RouterCurve(name, "learned", ws.tolist(), *_points(choices, data, te))
         decisions[m] = choices
