@@ -130,11 +130,12 @@ async def concurrent(url: str, model: str, total: int, workers: int) -> dict[str
 
     await asyncio.gather(*[worker() for _ in range(workers)])  # warm-up round
     remaining, latencies, errors = total, [], {}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*[worker() for _ in range(workers)])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     await client.close()
-    return {"requests": total, "rps": total / elapsed, "errors": errors, **pct(latencies)}
+    return {"requests": total, "rps": total / elapsed, "errors": errors, **pct(latencies),
+            "client_cpu_ms_per_request": 1000 * cpu / total}
 
 
 def gateway_overhead_from_metrics(url: str) -> dict[str, float]:
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     up_port, gw_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -201,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         litellm_note = "skipped: litellm is not installed"
 
     result = {"concurrency_1": {**c1, "added": added}, f"concurrency_{args.concurrency}": c32,
+              "load_average_before": load_before,
               "gateway_routing_overhead": server_side, "litellm_proxy": litellm_note, "targets": TARGETS}
     print(f"concurrency 1 ({args.requests} requests per path, interleaved)")
     for name in ("direct", "gateway"):
@@ -215,8 +218,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"errors {sum(r['errors'].values())} {r['errors'] or ''}")
     print(f"  (target >= {TARGETS['rps_c32']:.0f} req/s through the gateway with no errors)")
     g = c32["gateway"]["gateway_cpu_ms_per_request"]
-    print(f"  CPU per request: gateway process {g:.2f} ms (~{1000 / g if g else 0:.0f} req/s per core), "
-          f"upstream {c32['gateway']['upstream_cpu_ms_per_request']:.2f} ms")
+    print(f"  CPU per request through the gateway: gateway {g:.2f} ms (~{1000 / g if g else 0:.0f} req/s per "
+          f"core), upstream {c32['gateway']['upstream_cpu_ms_per_request']:.2f} ms, openai client "
+          f"{c32['gateway']['client_cpu_ms_per_request']:.2f} ms (direct: client "
+          f"{c32['direct']['client_cpu_ms_per_request']:.2f} ms, upstream "
+          f"{c32['direct']['upstream_cpu_ms_per_request']:.2f} ms)")
+    print(f"  machine: {os.cpu_count()} cores, load average before the run {load_before}")
     if server_side:
         print(f"gateway's own routing overhead (mean, from /metrics): {server_side['mean_ms']:.2f} ms")
     print(f"LiteLLM proxy baseline: {litellm_note}")

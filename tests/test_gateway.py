@@ -15,7 +15,7 @@ import pytest
 
 from learned_router import Router
 from learned_router.gateway import create_app
-from learned_router.gateway.transport import PooledHTTP11Transport
+from learned_router.gateway.transport import LeanAsyncClient, PooledHTTP11Transport
 from learned_router.simulator import ServerHandle, SimFleet, SimProfile, serve_in_thread
 
 MSG = [{"role": "user", "content": "Explain what a circuit breaker is."}]
@@ -69,7 +69,7 @@ class Gateway:
             p.set_mode("ok")
         self.fleet = fleet
         self.http = http
-        self._upstream = httpx.AsyncClient(transport=PooledHTTP11Transport())  # as ``serve`` does
+        self._upstream = LeanAsyncClient(transport=PooledHTTP11Transport())  # as ``serve`` does
         self.router = Router.from_config(config or make_config(fleet), environ=environ or ENV,
                                          ahttp=self._upstream)
         self.app = create_app(self.router, **(app_options or {}))

@@ -1,4 +1,4 @@
-"""``PooledHTTP11Transport`` under the provider client, against real loopback servers: every simulated
+"""``PooledHTTP11Transport`` (through ``LeanAsyncClient``) under the provider client, against real loopback servers: every simulated
 failure must surface as the same ProviderError the default httpx transport gives, and connections must be
 reused (and replaced when the server closed them while idle)."""
 
@@ -23,7 +23,7 @@ from learned_router.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from learned_router.gateway.transport import PooledHTTP11Transport
+from learned_router.gateway.transport import LeanAsyncClient, PooledHTTP11Transport
 from learned_router.providers import OpenAIAdapter, ProviderClient
 from learned_router.simulator import ServerHandle, SimProfile, create_sim_app, serve_in_thread
 from learned_router.types import ChatRequest, StreamChunk
@@ -40,7 +40,7 @@ def sim() -> Iterator[tuple[SimProfile, ServerHandle]]:
 
 
 def client_for(url: str, transport: PooledHTTP11Transport) -> tuple[ProviderClient, httpx.AsyncClient]:
-    ahttp = httpx.AsyncClient(transport=transport)
+    ahttp = LeanAsyncClient(transport=transport)
     cfg = ProviderConfig(name="sim", kind="openai", base_url=f"{url}/v1", model="sim-1", price_in_per_mtok=1,
                          price_out_per_mtok=1)
     return ProviderClient(cfg, OpenAIAdapter(), api_key="k", ahttp=ahttp), ahttp
@@ -181,3 +181,20 @@ def test_unreachable_upstream_is_provider_unavailable() -> None:
             await client.acomplete(REQ, timeout_s=2)
 
     run("http://127.0.0.1:9", job)
+
+
+def test_transport_under_a_stock_httpx_client(sim: tuple[SimProfile, ServerHandle]) -> None:
+    profile, handle = sim
+    profile.set_mode("ok")
+    body = {"model": "sim-1", "messages": [{"role": "user", "content": "hello"}]}
+
+    async def main() -> tuple[dict[str, Any], list[str]]:
+        async with httpx.AsyncClient(transport=PooledHTTP11Transport(), base_url=handle.url) as client:
+            plain = (await client.post("/v1/chat/completions", json=body)).json()
+            async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as resp:
+                lines = [line async for line in resp.aiter_lines() if line]
+            return plain, lines
+
+    plain, lines = asyncio.run(main())
+    assert plain["choices"][0]["message"]["content"].startswith("sim says:")
+    assert lines[-1] == "data: [DONE]" and len(lines) > 4

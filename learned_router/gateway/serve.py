@@ -2,7 +2,7 @@
 
 uvicorn picks its fastest installed pieces by itself (``uvloop`` for the event loop and ``httptools`` for
 HTTP parsing when they are installed, else asyncio and h11); access logging is off because the router
-already logs one line per request. Provider calls go through one shared ``httpx.AsyncClient`` over
+already logs one line per request. Provider calls go through one shared ``LeanAsyncClient`` over
 ``PooledHTTP11Transport``.
 """
 
@@ -30,16 +30,15 @@ def serve(config_path: str | os.PathLike[str], *, host: str = "127.0.0.1", port:
     Raises:
         ConfigError: the config is invalid (raised before anything listens).
     """
-    import httpx
     import uvicorn
 
     from learned_router.gateway.app import DEFAULT_MAX_BODY_BYTES, create_app
     from learned_router.router import AsyncRouter
 
-    from learned_router.gateway.transport import PooledHTTP11Transport
+    from learned_router.gateway.transport import LeanAsyncClient, PooledHTTP11Transport
 
     # One keep-alive pool for every provider, over the lean HTTP/1.1 transport (see gateway.transport).
-    upstream = httpx.AsyncClient(transport=PooledHTTP11Transport())
+    upstream = LeanAsyncClient(transport=PooledHTTP11Transport())
     router = AsyncRouter.from_config(Path(config_path), ahttp=upstream)
     app = create_app(router, max_body_bytes=max_body_bytes or DEFAULT_MAX_BODY_BYTES, close_router=True,
                      on_shutdown=[upstream.aclose])
