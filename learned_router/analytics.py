@@ -72,11 +72,12 @@ class Analytics:
             self._arms[arm].breaker_trips += 1
 
     def report(self, breaker_states: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """A JSON-safe report: totals and one row per arm."""
+        """A JSON-safe report: totals and one row per arm (every arm in ``breaker_states`` too, with zeros
+        when it got no traffic)."""
         with self._lock:
             rows = []
-            for arm in sorted(self._arms):
-                t = self._arms[arm]
+            for arm in sorted(set(self._arms) | set(breaker_states or {})):
+                t = self._arms.get(arm) or _ArmTotals()
                 lat = np.asarray(t.latencies_s, dtype=float)
                 pct = (np.percentile(lat, [50, 95, 99]) * 1000).round(1).tolist() if lat.size else [None] * 3
                 rows.append({

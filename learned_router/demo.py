@@ -167,6 +167,7 @@ def demo_config(fleet: Any, timings: DemoTimings, log_path: Path | None) -> dict
         "providers": providers,
         "routing": {
             "strategy": "balanced",
+            "balanced_weights": {"quality": 0.6, "cost": 0.2, "latency": 0.2},
             # The breaker reacts first; the availability filter is a slower second line of defence.
             "availability_threshold": 0.5,
             "availability_half_life_s": 10.0,

@@ -72,12 +72,12 @@ def test_route_cli_reports_config_errors(tmp_path: Path):
 def test_balanced_score_and_weights():
     cfg = two_providers(strategy="balanced")
     d = Router.from_config(cfg).route(MSG)
-    # gpt-4: .4*.95 + .3/(1+.03) + .3/(1+.2); gpt-3.5: .4*.85 + .3/(1+.002) + .3/(1+.15)
-    assert d.scores["gpt-4::gpt-4"] == pytest.approx(0.4 * 0.95 + 0.3 / 1.03 + 0.3 / 1.2)
-    assert d.scores["gpt-3.5::gpt-3.5-turbo"] == pytest.approx(0.4 * 0.85 + 0.3 / 1.002 + 0.3 / 1.15)
-    assert d.provider == "gpt-4"  # 0.921 against 0.900
-    cfg["routing"]["balanced_weights"] = {"quality": 0.1, "cost": 0.45, "latency": 0.45}
-    assert Router.from_config(cfg).route(MSG).provider == "gpt-3.5"
+    # price is the blended $ per million tokens: gpt-4 30, gpt-3.5 2
+    assert d.scores["gpt-4::gpt-4"] == pytest.approx(0.4 * 0.95 + 0.3 / 31 + 0.3 / 1.2)
+    assert d.scores["gpt-3.5::gpt-3.5-turbo"] == pytest.approx(0.4 * 0.85 + 0.3 / 3 + 0.3 / 1.15)
+    assert d.provider == "gpt-3.5"
+    cfg["routing"]["balanced_weights"] = {"quality": 1.0, "cost": 0.0, "latency": 0.0}
+    assert Router.from_config(cfg).route(MSG).provider == "gpt-4"
 
 
 def test_task_strategy_prefers_configured_models():
@@ -90,10 +90,14 @@ def test_task_strategy_prefers_configured_models():
 
 def test_per_task_quality_table_drives_cost_strategy():
     cfg = two_providers(strategy="cost")
-    cfg["providers"][1]["tasks"] = {"math": 0.5}
+    cfg["providers"][1]["tasks"] = {"math": 0.5, "code": 0.9}
     r = Router.from_config(cfg)
     assert r.route({**MSG, "task_hint": "math"}).provider == "gpt-4"
     assert r.route({**MSG, "task_hint": "chat"}).provider == "gpt-3.5"
+    assert r.route({**MSG, "task_hint": "code"}).provider == "gpt-3.5"
+    for _ in range(10):  # live feedback drags gpt-3.5 down: even its specialty falls under the threshold
+        r.stats.record_quality("gpt-3.5::gpt-3.5-turbo", 0.6)
+    assert r.route({**MSG, "task_hint": "code"}).provider == "gpt-4"
 
 
 def test_required_and_preferred_region():

@@ -17,15 +17,19 @@ __all__ = ["BalancedStrategy", "CostStrategy", "LatencyStrategy", "QualityStrate
 
 
 def arm_quality(view: ArmView, features: Features) -> float:
-    """Quality score of an arm for a request: the per-task score from the provider's ``tasks`` table when
-    the request's task is known and listed (blended with the live average by the task probability), else
-    the live moving average (initialised from ``quality_prior``)."""
+    """Quality score of an arm for a request.
+
+    Without a known task (or a ``tasks`` table) it is the live moving average, initialised from
+    ``quality_prior``. With one, the configured per-task scores are blended by the task probabilities and
+    shifted by how far the live average has moved from the prior, so feedback still shows a regression on a
+    provider's own specialty."""
     if features.task_probs and view.provider.tasks:
         listed = {t: p for t, p in features.task_probs.items() if t in view.provider.tasks}
         mass = sum(listed.values())
         if mass > 0:
             task_q = sum(p * view.provider.tasks[t] for t, p in listed.items()) / mass
-            return mass * task_q + (1 - mass) * view.quality
+            drift = view.quality - view.provider.quality_prior
+            return min(1.0, max(0.0, mass * (task_q + drift) + (1 - mass) * view.quality))
     return view.quality
 
 
@@ -88,13 +92,16 @@ class CostStrategy(_Rule):
 
 
 def balanced_score(a: ArmView, features: Features, weights: tuple[float, float, float]) -> float:
-    """quality·w_q + 1/(1+price per 1k tokens in USD)·w_c + 1/(1+latency in s)·w_l."""
+    """quality·w_q + 1/(1 + price)·w_c + 1/(1 + latency in s)·w_l, where price is the blended list price in
+    USD per million tokens (mean of input and output). Per million rather than per thousand tokens: at
+    today's prices ($0.05-$75 per million) the cost term then spans most of (0, 1] instead of 0.96-1.0."""
     wq, wc, wl = weights
-    return wq * arm_quality(a, features) + wc / (1.0 + a.price_per_1k_usd) + wl / (1.0 + a.latency_s)
+    return wq * arm_quality(a, features) + wc / (1.0 + a.price_per_1k_usd * 1000.0) + wl / (1.0 + a.latency_s)
 
 
 class BalancedStrategy(_Rule):
-    """Weighted score (0.4 quality, 0.3 cost, 0.3 latency by default; ``routing.balanced_weights``)."""
+    """Weighted score (0.4 quality, 0.3 cost, 0.3 latency by default; ``routing.balanced_weights``); see
+    ``balanced_score``."""
 
     name = "balanced"
 
