@@ -45,7 +45,7 @@ def route(
     from learned_router.router import Router
 
     try:
-        router = Router.from_config(config)
+        router = Router.from_config(config, log=False)  # a dry run records nothing
         request: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}]}
         for key, value in (("strategy", strategy), ("tenant", tenant), ("region", region), ("task_hint", task)):
             if value is not None:

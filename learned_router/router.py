@@ -102,7 +102,9 @@ class Router:
         clock = clock or SystemClock()
         planner = build_planner(cfg, clock=clock, seed=seed, embedder=embedder)
         clients = build_clients(cfg, environ=environ, http=http, ahttp=ahttp)
-        if log is None and cfg.log.path:
+        if log is False:  # explicitly no decision log (e.g. a dry run)
+            log = None
+        elif log is None and cfg.log.path:
             from learned_router.stores import open_log
 
             log = open_log(cfg.log)
