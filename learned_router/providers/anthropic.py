@@ -15,11 +15,11 @@ import httpx
 
 from learned_router.errors import ProviderError, ProviderResponseError, ProviderUnavailable
 from learned_router.providers.base import (
+    SSEEvent,
     classify_http_error,
     content_text,
     error_message,
     estimate_tokens,
-    SSEEvent,
     json_body,
     parse_sse,
     request_json,

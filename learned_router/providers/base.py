@@ -35,6 +35,7 @@ from learned_router.errors import (
 from learned_router.types import ChatRequest, ProviderReply, StreamChunk
 
 __all__ = [
+    "CONTEXT_LENGTH_MARKERS",
     "ProviderAdapter",
     "SSEDecoder",
     "SSEEvent",
@@ -48,6 +49,8 @@ __all__ = [
     "parse_retry_after",
     "parse_sse",
     "request_json",
+    "response_error",
+    "stream_ended_early",
 ]
 
 _MAX_MESSAGE_CHARS = 300
@@ -303,4 +306,5 @@ def stream_ended_early(what: str) -> ProviderUnavailable:
 
 
 def response_error(message: str, status: int | None = None) -> ProviderResponseError:
+    """The error for a 2xx body that does not have the shape the API promises."""
     return ProviderResponseError(message, status_code=status)
