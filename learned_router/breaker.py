@@ -38,6 +38,9 @@ class _Transition(Protocol):
     def __call__(self, state: BreakerState) -> tuple[BreakerState, object]: ...
 
 
+_CLOSED = BreakerState()
+
+
 class MemoryBreakerStore:
     """In-process breaker state behind one lock."""
 
@@ -46,8 +49,8 @@ class MemoryBreakerStore:
         self._states: dict[str, BreakerState] = {}
 
     def get(self, arm: str) -> BreakerState:
-        with self._lock:
-            return self._states.get(arm, BreakerState())
+        # States are immutable and replaced whole under the lock; a dict read needs no lock.
+        return self._states.get(arm, _CLOSED)
 
     def update(self, arm: str, fn: _Transition) -> tuple[BreakerState, object]:
         with self._lock:
@@ -89,7 +92,7 @@ class CircuitBreaker:
     def available(self, arm: str) -> bool:
         """Whether a call could be let through now (without claiming the probe)."""
         s = self.store.get(arm)
-        if s.state == CLOSED:
+        if s.state is CLOSED or s.state == CLOSED:
             return True
         if s.state == OPEN:
             return self._time() - s.opened_at >= self.reset_timeout_s

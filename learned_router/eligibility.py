@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from learned_router.config import ProviderConfig
 from learned_router.stats import ArmStats
 from learned_router.strategies.base import ArmView, Features
-from learned_router.types import ArmId, ChatRequest, arm_id
+from learned_router.types import ArmId, ChatRequest
 
 __all__ = ["EligibilityRules", "estimate_cost_usd", "filter_arms"]
 
@@ -39,44 +39,50 @@ def filter_arms(
     breaker_available: Callable[[str], bool],
     budget_reason: Callable[[str, float], str | None],
     pinned: set[str] | None = None,
+    availability: Callable[[ArmStats, float], float] | None = None,
 ) -> tuple[list[ArmView], dict[ArmId, str]]:
     """Split ``providers`` into eligible arms (as ArmViews) and excluded arms with their reason.
 
     Args:
         stats: live metrics per arm.
-        now: the monotonic time, for cool-downs.
+        now: the monotonic time, for cool-downs and availability healing.
         breaker_available: arm → whether its breaker would let a call through now.
         budget_reason: (provider name, estimated cost) → None, or why the provider's budget refuses it.
         pinned: when given, only these arms (or provider names) may serve.
+        availability: (stats, now) → current availability (``LiveStats.availability``); default: as stored.
     """
     eligible: list[ArmView] = []
     excluded: dict[ArmId, str] = {}
+    in_tokens = features.input_tokens
+    want_out = request.max_tokens or features.output_tokens_est
+    region = request.region
+    ceiling = request.max_cost_usd
     for p in providers:
-        arm = arm_id(p.name, p.model)
+        arm = ArmId(f"{p.name}::{p.model}")
         s = stats[arm]
-        out_tokens = min(request.max_tokens or features.output_tokens_est, p.max_output_tokens)
-        cost = estimate_cost_usd(p, features.input_tokens, out_tokens)
+        out_tokens = want_out if want_out < p.max_output_tokens else p.max_output_tokens
+        cost = (in_tokens * p.price_in_per_mtok + out_tokens * p.price_out_per_mtok) / 1e6
+        avail = s.availability if availability is None or s.availability >= 1.0 else availability(s, now)
         reason = None
         if pinned is not None and arm not in pinned and p.name not in pinned:
             reason = f"the request names another model ({request.model})"
-        elif request.region is not None and p.region != request.region:
-            reason = f"region {p.region or 'unset'} does not satisfy the required region {request.region}"
-        elif features.input_tokens + out_tokens > p.max_context_tokens:
+        elif region is not None and p.region != region:
+            reason = f"region {p.region or 'unset'} does not satisfy the required region {region}"
+        elif in_tokens + out_tokens > p.max_context_tokens:
             reason = (f"context window {p.max_context_tokens} tokens is smaller than the request "
-                      f"(~{features.input_tokens} in + {out_tokens} out)")
-        elif request.max_cost_usd is not None and cost > request.max_cost_usd:
-            reason = f"estimated cost ${cost:.6f} exceeds the request's ceiling ${request.max_cost_usd:.6f}"
+                      f"(~{in_tokens} in + {out_tokens} out)")
+        elif ceiling is not None and cost > ceiling:
+            reason = f"estimated cost ${cost:.6f} exceeds the request's ceiling ${ceiling:.6f}"
         elif not breaker_available(arm):
             reason = "circuit breaker open"
         elif s.cooldown_until > now:
             reason = f"rate limited by the provider; retry after {s.cooldown_until - now:.1f}s"
-        elif s.availability < rules.availability_threshold and s.calls >= rules.availability_min_calls:
-            reason = f"availability {s.availability:.3f} below threshold {rules.availability_threshold}"
+        elif avail < rules.availability_threshold and s.calls >= rules.availability_min_calls:
+            reason = f"availability {avail:.3f} below threshold {rules.availability_threshold}"
         else:
             reason = budget_reason(p.name, cost)
         if reason is not None:
             excluded[arm] = reason
             continue
-        eligible.append(ArmView(arm=arm, provider=p, quality=s.quality, latency_s=s.latency_s,
-                                availability=s.availability, in_flight=s.in_flight, est_cost_usd=cost))
+        eligible.append(ArmView(arm, p, s.quality, s.latency_s, avail, s.in_flight, cost))
     return eligible, excluded

@@ -77,7 +77,7 @@ class FailoverRun:
             if p.max_context_tokens <= self._min_context:
                 self._skip(arm, "context_length", "context window not larger than a model that refused")
                 continue
-            if self.stats.get(arm).cooldown_until > self.clock.monotonic():
+            if self.stats.snapshot()[arm].cooldown_until > self.clock.monotonic():
                 self._skip(arm, "rate_limited", "cooling down after a 429")
                 continue
             reserved = self.budget.reserve(p.name, None, self.est_cost.get(arm, 0.0))

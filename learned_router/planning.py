@@ -66,6 +66,8 @@ class Planner:
         self._names = {p.name: arm_id(p.name, p.model) for p in self._routable}
         r = self.config.routing
         self._rules = EligibilityRules(r.availability_threshold, r.availability_min_calls)
+        self._default_weights = Weights(**r.weights.model_dump())
+        self._balanced = (r.balanced_weights.quality, r.balanced_weights.cost, r.balanced_weights.latency)
 
     # -- model field: presets and pinning -------------------------------------------------------------
     def resolve_model(self, model: str | None) -> tuple[PresetConfig | None, set[str] | None]:
@@ -87,10 +89,11 @@ class Planner:
             return req.weights
         if preset is not None and preset.weights is not None:
             return Weights(**preset.weights.model_dump())
-        tenant = self.config.tenants.get(req.tenant or "")
-        if tenant is not None and tenant.weights is not None:
-            return Weights(**tenant.weights.model_dump())
-        return Weights(**self.config.routing.weights.model_dump())
+        if req.tenant is not None:
+            tenant = self.config.tenants.get(req.tenant)
+            if tenant is not None and tenant.weights is not None:
+                return Weights(**tenant.weights.model_dump())
+        return self._default_weights
 
     # -- planning ---------------------------------------------------------------------------------------
     def plan(self, req: ChatRequest) -> tuple[Decision, Features]:
@@ -105,7 +108,7 @@ class Planner:
         eligible, excluded = filter_arms(
             self._routable, req, features, self.stats.snapshot(), now=self.clock.monotonic(),
             rules=self._rules, breaker_available=self.breaker.available,
-            budget_reason=self.budget.provider_headroom, pinned=pinned,
+            budget_reason=self.budget.provider_headroom, pinned=pinned, availability=self.stats.availability,
         )
         if not eligible:
             raise NoEligibleArmError(excluded)
@@ -115,7 +118,7 @@ class Planner:
             request=req, features=features, weights=weights,
             quality_threshold=preset.quality_threshold if preset and preset.quality_threshold is not None
             else r.quality_threshold,
-            balanced_weights=(r.balanced_weights.quality, r.balanced_weights.cost, r.balanced_weights.latency),
+            balanced_weights=self._balanced,
             task_preferences=r.task_preferences,
         )
         used, ranking, reason = self._select(name, ctx, eligible, fallback)

@@ -1,21 +1,25 @@
 """Live per-arm measurements: moving averages of latency and quality, availability, in-flight load.
 
-Updated after every call; read by the eligibility filter and the rule strategies.
+Updated after every call; read by the eligibility filter and the rule strategies. Each arm's state is an
+immutable ``ArmStats`` replaced on update, so a snapshot is one dict copy (no per-arm copying on the
+request path).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from learned_router.protocols import Clock, SystemClock
 
 __all__ = ["ArmStats", "LiveStats"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class ArmStats:
+    """``availability`` is as of ``availability_at`` (see ``LiveStats.availability``)."""
+
     latency_s: float
     quality: float
     availability: float = 1.0
@@ -51,65 +55,62 @@ class LiveStats:
         self._lock = threading.Lock()
         self._arms = {arm: ArmStats(latency_s=lat, quality=q) for arm, (q, lat) in priors.items()}
 
-    def _healed(self, s: ArmStats, now: float) -> float:
+    def availability(self, s: ArmStats, now: float) -> float:
+        """``s.availability`` healed up to ``now`` (monotonic seconds)."""
         if s.availability >= 1.0:
             return 1.0
         dt = max(0.0, now - s.availability_at)
         return 1.0 - (1.0 - s.availability) * 0.5 ** (dt / self.heal_half_life_s)
 
-    def _copy(self, s: ArmStats, now: float) -> ArmStats:
-        return ArmStats(s.latency_s, s.quality, self._healed(s, now), s.in_flight, s.ttft_s, s.calls,
-                        s.availability_at, s.cooldown_until)
-
     def get(self, arm: str) -> ArmStats:
-        now = self.clock.monotonic()
-        with self._lock:
-            return self._copy(self._arms[arm], now)
+        """The arm's stats, availability healed to now."""
+        s = self._arms[arm]
+        return replace(s, availability=self.availability(s, self.clock.monotonic()))
 
     def snapshot(self) -> dict[str, ArmStats]:
-        now = self.clock.monotonic()
+        """The current stats of every arm (availability as stored: heal it with ``availability``)."""
+        return dict(self._arms)
+
+    def arms(self) -> Iterable[str]:
+        return list(self._arms)
+
+    def _update(self, arm: str, **changes: object) -> None:
+        self._arms[arm] = replace(self._arms[arm], **changes)  # type: ignore[arg-type]
+
+    def begin(self, arm: str) -> None:
         with self._lock:
-            return {a: self._copy(s, now) for a, s in self._arms.items()}
+            self._update(arm, in_flight=self._arms[arm].in_flight + 1)
+
+    def end(self, arm: str) -> None:
+        with self._lock:
+            self._update(arm, in_flight=max(0, self._arms[arm].in_flight - 1))
 
     def cool_down(self, arm: str, seconds: float) -> None:
         """Keep ``arm`` out of rotation for ``seconds`` (a provider's ``Retry-After``)."""
         until = self.clock.monotonic() + seconds
         with self._lock:
-            s = self._arms[arm]
-            s.cooldown_until = max(s.cooldown_until, until)
-
-    def arms(self) -> Iterable[str]:
-        return list(self._arms)
-
-    def begin(self, arm: str) -> None:
-        with self._lock:
-            self._arms[arm].in_flight += 1
-
-    def end(self, arm: str) -> None:
-        with self._lock:
-            s = self._arms[arm]
-            s.in_flight = max(0, s.in_flight - 1)
+            self._update(arm, cooldown_until=max(self._arms[arm].cooldown_until, until))
 
     def record_success(self, arm: str, latency_s: float, ttft_s: float | None = None) -> None:
+        now = self.clock.monotonic()
+        a = self.alpha
         with self._lock:
             s = self._arms[arm]
-            s.latency_s = (1 - self.alpha) * s.latency_s + self.alpha * latency_s
+            ttft = s.ttft_s
             if ttft_s is not None:
-                s.ttft_s = ttft_s if s.ttft_s is None else (1 - self.alpha) * s.ttft_s + self.alpha * ttft_s
-            now = self.clock.monotonic()
-            s.availability = min(1.0, self._healed(s, now) * self.success_factor)
-            s.availability_at = now
-            s.calls += 1
+                ttft = ttft_s if ttft is None else (1 - a) * ttft + a * ttft_s
+            self._update(arm, latency_s=(1 - a) * s.latency_s + a * latency_s, ttft_s=ttft,
+                         availability=min(1.0, self.availability(s, now) * self.success_factor),
+                         availability_at=now, calls=s.calls + 1)
 
     def record_error(self, arm: str) -> None:
+        now = self.clock.monotonic()
         with self._lock:
             s = self._arms[arm]
-            now = self.clock.monotonic()
-            s.availability = self._healed(s, now) * self.error_factor
-            s.availability_at = now
-            s.calls += 1
+            self._update(arm, availability=self.availability(s, now) * self.error_factor, availability_at=now,
+                         calls=s.calls + 1)
 
     def record_quality(self, arm: str, quality: float) -> None:
         with self._lock:
             s = self._arms[arm]
-            s.quality = (1 - self.alpha) * s.quality + self.alpha * quality
+            self._update(arm, quality=(1 - self.alpha) * s.quality + self.alpha * quality)
