@@ -64,8 +64,9 @@ def test_plain_and_streamed_answers_match_and_connections_are_reused(sim: tuple[
 
     async def job(client: ProviderClient, transport: PooledHTTP11Transport) -> tuple[Any, list[StreamChunk], int]:
         replies = [await client.acomplete(REQ, timeout_s=5) for _ in range(5)]
-        idle = sum(len(v) for v in transport._idle.values())
         chunks = [c async for c in client.astream(REQ, timeout_s=5)]
+        chunks = [c async for c in client.astream(REQ, timeout_s=5)]
+        idle = sum(len(v) for v in transport._idle.values())
         return replies, chunks, idle
 
     replies, chunks, idle = run(handle.url, job)
@@ -73,7 +74,7 @@ def test_plain_and_streamed_answers_match_and_connections_are_reused(sim: tuple[
     assert replies[0].input_tokens > 0 and replies[0].output_tokens > 0
     assert "".join(c.text for c in chunks) == replies[0].text
     assert len(chunks) > 3 and chunks[-1].finish_reason == "stop"
-    assert idle == 1  # five sequential calls, one connection
+    assert idle == 1  # seven sequential calls (streams drained after [DONE]), one connection
 
 
 @pytest.mark.parametrize(("mode", "error", "status"), [

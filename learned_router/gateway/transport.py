@@ -37,6 +37,8 @@ __all__ = ["LeanAsyncClient", "PooledHTTP11Transport"]
 
 _MAX_HEAD_BYTES = 64 * 1024
 _READ_SIZE = 64 * 1024
+_DRAIN_S = 0.02  # how long closing an unfinished body may wait for its end
+_DRAIN_BYTES = 64 * 1024
 _Key = tuple[str, str, int]
 
 
@@ -78,6 +80,7 @@ class _Body(httpx.AsyncByteStream):
         self._chunked = chunked
         self._keep = keep
         self._timeout = read_timeout
+        self._gen: AsyncIterator[bytes] | None = None
 
     async def _read(self, op: Any) -> bytes:
         try:
@@ -91,7 +94,12 @@ class _Body(httpx.AsyncByteStream):
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._gen is None:
+            self._gen = self._chunks()
+        return self._gen
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
         if conn is None:
             return
@@ -129,9 +137,27 @@ class _Body(httpx.AsyncByteStream):
             conn.close()
 
     async def aclose(self) -> None:
-        if self._conn is not None:  # not read to the end: the connection is in an unknown state
+        """Release the connection. A body left unread only by its last few bytes (typically the end of a
+        chunked SSE stream after ``data: [DONE]``) is drained briefly so the connection can be reused;
+        otherwise the connection is closed."""
+        if self._conn is None:
+            return
+        if self._keep and (self._chunked or self._length is not None):
+            gen = self.__aiter__()
+            drained = 0
+            try:
+                async with asyncio.timeout(_DRAIN_S):
+                    async for data in gen:
+                        drained += len(data)
+                        if drained > _DRAIN_BYTES:
+                            break
+            except (TimeoutError, httpx.TransportError):
+                pass
+        if self._conn is not None:  # still not read to its end: the connection is in an unknown state
             self._conn.close()
             self._conn = None
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
 
 
 class PooledHTTP11Transport(httpx.AsyncBaseTransport):
