@@ -107,8 +107,10 @@ class FeatureExtractor:
         return out
 
 
-def _default_classifier_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "models" / "task_classifier"
+def _shipped_classifier_dirs() -> tuple[Path, ...]:
+    """The classifiers shipped in ``models/``: one for MiniLM, one for the static engine."""
+    models = Path(__file__).resolve().parent.parent / "models"
+    return models / "task_classifier", models / "static_minilm" / "task_classifier"
 
 
 def build_feature_extractor(cfg: RouterConfig, *, embedder: Embedder | None = None,
@@ -116,9 +118,10 @@ def build_feature_extractor(cfg: RouterConfig, *, embedder: Embedder | None = No
     """Wire a FeatureExtractor from the config (reads the classifier manifest; loads no weights).
 
     The classifier comes from ``classifier_dir``, else ``<routing.model_path>/task_classifier``, else the
-    one shipped in ``models/task_classifier``. An explicitly placed classifier that was trained on another
-    embedder is a :class:`~learned_router.errors.ConfigError`; the shipped default is simply not used
-    with a non-matching embedder (e.g. ``hashing``).
+    shipped one that matches the embedder (``models/task_classifier`` for MiniLM,
+    ``models/static_minilm/task_classifier`` for the static engine). An explicitly placed classifier that
+    was trained on another embedder is a :class:`~learned_router.errors.ConfigError`; with no matching
+    shipped classifier (e.g. the ``hashing`` embedder) there is none.
 
     Raises:
         ConfigError: the configured classifier is unreadable or does not match the embedder.
@@ -140,12 +143,15 @@ def build_feature_extractor(cfg: RouterConfig, *, embedder: Embedder | None = No
     if explicit is not None:
         classifier = TaskClassifier.load(explicit)
         classifier.check_embedder(embedder)
-    elif (_default_classifier_dir() / "manifest.json").is_file():
-        shipped = TaskClassifier.load(_default_classifier_dir())
-        emb = shipped.manifest_.get("embedder", {})
-        if (emb.get("name"), emb.get("dim")) == (embedder.name, embedder.dim):
-            classifier = shipped
-        else:
-            log.info("shipped task classifier expects %s embeddings; not used with %s", emb.get("name"),
+    else:
+        for folder in _shipped_classifier_dirs():
+            if (folder / "manifest.json").is_file():
+                shipped = TaskClassifier.load(folder)
+                emb = shipped.manifest_.get("embedder", {})
+                if (emb.get("name"), emb.get("dim")) == (embedder.name, embedder.dim):
+                    classifier = shipped
+                    break
+        if classifier is None:
+            log.info("no shipped task classifier matches %s embeddings; task probabilities stay empty",
                      embedder.name)
     return FeatureExtractor(embedder, classifier)

@@ -6,11 +6,19 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from learned_router.embedders import EMBEDDERS, HashingEmbedder, MiniLMEmbedder, make_embedder
+from learned_router.embedders import (
+    EMBEDDERS,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    StaticEmbedder,
+    default_static_table,
+    make_embedder,
+)
 from learned_router.protocols import Embedder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,3 +162,25 @@ def test_registry() -> None:
     assert isinstance(make_embedder("hashing", dim=16), HashingEmbedder)
     with pytest.raises(ValueError, match="unknown embedder"):
         make_embedder("word2vec")
+
+
+def test_static_engine_approximates_minilm(minilm: MiniLMEmbedder) -> None:
+    static = make_embedder("static")
+    assert isinstance(static, StaticEmbedder) and static.dim == 384
+    texts = ["How do I reverse a list in Python?", "Write a poem about the autumn rain in the city.",
+             "What is the derivative of x squared times sine of x?", "Summarise the meeting notes below. " + FILLER,
+             "Translate 'good night' into German.", "hello, how are you doing today?"]
+    vecs = static.embed(texts)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    agreement = np.sum(vecs * minilm.embed(texts), axis=1)
+    assert agreement.mean() > 0.6, agreement
+    sims = vecs @ vecs.T
+    assert sims[0, 1] < 0.9  # different prompts stay apart
+    assert default_static_table().is_file()
+
+
+def test_static_engine_rejects_a_wrong_table(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, q=np.zeros((10, 384), dtype=np.int8), scale=np.ones(10, dtype=np.float32))
+    with pytest.raises(ValueError, match="does not match"):
+        StaticEmbedder(bad).embed(["x"])

@@ -4,6 +4,9 @@ Usage::
 
     python training/train_classifier.py [--labels ../shared/data/task_labels/task_labels.parquet]
                                         [--out models/task_classifier] [--embedder minilm] [--seed 0]
+    # the static engine: distil its table, then train its own classifier
+    python training/train_classifier.py --embedder static --distill-static \\
+                                        --out models/static_minilm/task_classifier --C 32
 
 Label mapping. The source labels (``task_type`` in ``task_labels.parquet``) are mapped onto the router's
 taxonomy (:data:`learned_router.classifier.TASK_TAXONOMY`) by :data:`TASK_MAP`:
@@ -42,7 +45,7 @@ from numpy.typing import NDArray
 from learned_router.classifier import TaskClassifier
 from learned_router.protocols import Embedder
 
-__all__ = ["TASK_MAP", "embed_texts", "fit_from_arrays", "load_task_labels", "train_task_classifier"]
+__all__ = ["TASK_MAP", "distill_static", "embed_texts", "fit_from_arrays", "load_task_labels", "train_task_classifier"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LABELS = ROOT.parent / "shared" / "data" / "task_labels" / "task_labels.parquet"
@@ -191,8 +194,20 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def distill_static(labels_path: str | Path, out_path: str | Path, *, seed: int = 0,
+                   max_per_group: int | None = 400, cache_dir: str | Path | None = None) -> Path:
+    """Distil the static MiniLM table (see :class:`~learned_router.embedders.StaticEmbedder`), aligning it
+    on the same prompts the classifier trains on."""
+    from learned_router.embedders import MiniLMEmbedder, StaticEmbedder
+
+    minilm = MiniLMEmbedder()
+    prompts = load_task_labels(labels_path, max_per_group=max_per_group, seed=seed)["prompt"].tolist()
+    targets = embed_texts(minilm, prompts, cache_dir=cache_dir)
+    return StaticEmbedder.distill(minilm, out_path, prompts, targets=targets)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from learned_router.embedders import make_embedder
+    from learned_router.embedders import default_static_table, make_embedder
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--labels", type=Path, default=DEFAULT_LABELS)
@@ -203,7 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-per-group", type=int, default=400)
     ap.add_argument("--C", type=float, default=4.0)
     ap.add_argument("--cache-dir", type=Path, default=ROOT / "out" / "cache")
+    ap.add_argument("--distill-static", action="store_true",
+                    help="first (re)make the static embedder's table from MiniLM")
     args = ap.parse_args(argv)
+    if args.distill_static:
+        path = distill_static(args.labels, default_static_table(), seed=args.seed,
+                              max_per_group=args.max_per_group, cache_dir=args.cache_dir)
+        print(f"wrote {path}")
     report = train_task_classifier(args.labels, args.out, embedder=make_embedder(args.embedder), seed=args.seed,
                                    test_size=args.test_size, max_per_group=args.max_per_group, C=args.C,
                                    cache_dir=args.cache_dir)
