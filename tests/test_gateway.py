@@ -298,3 +298,23 @@ def test_feedback_for_a_served_request(gw: Gateway) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "request_not_found"
     bad = gw.post("/v1/feedback", json={"request_id": rid, "quality": 1.5})
     assert bad.status_code == 422 and bad.json()["error"]["param"] == "quality"
+
+
+def test_client_going_away_mid_stream_closes_the_upstream_and_logs_the_request_as_failed(gw: Gateway) -> None:
+    import time
+
+    good = gw.fleet.profiles["good"]
+    good.set_latency(per_token_s=0.02)  # a stream of about a second
+    try:
+        with gw.http.stream("POST", f"{gw.url}/v1/chat/completions",
+                            json={"model": "good", "messages": MSG, "stream": True}) as resp:
+            first = next(line for line in resp.iter_lines() if line)
+        assert first.startswith("data: {")
+        deadline = time.monotonic() + 5
+        while gw.router.analytics.failed_requests < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gw.router.analytics.failed_requests == 1
+        assert metric(gw.metrics(), "learned_router_in_flight_requests") == 0
+        assert gw.router.stats.get("good::sim-1").in_flight == 0
+    finally:
+        good.set_latency(per_token_s=0.0)

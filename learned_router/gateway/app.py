@@ -157,25 +157,24 @@ class _Gateway:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         self.metrics.in_flight.inc()
-        streaming = False
+        handed_off = False  # a started stream decrements in_flight itself when it closes
         try:
             tenant = self.keys.tenant_for(request.headers.get("authorization"))
             body = await self._body(request)
             req = parse_chat_request(body, request.headers, request_id=request_id, tenant=tenant)
             if req.stream:
-                streaming = True
-                return await self._stream(req, started)
+                response = await self._stream(req, started)
+                handed_off = True
+                return response
             try:
                 completion = await self.router.complete(req)
             except AllAttemptsFailedError as exc:
                 self.metrics.failed(exc.attempts, total_s=time.perf_counter() - started, stream=False)
                 raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error answer
-            if streaming:
-                self.metrics.in_flight.dec()
             return self._error(exc, _CHAT, request_id)
         finally:
-            if not streaming:
+            if not handed_off:
                 self.metrics.in_flight.dec()
         self.metrics.served(completion, total_s=time.perf_counter() - started, stream=False)
         self.metrics.http(_CHAT, 200)
@@ -201,6 +200,7 @@ class _Gateway:
             raise
         arm = stream.served_arm or stream.decision.arm
         provider, model = split_arm(arm)
+
         def on_done(c: Completion) -> None:
             self.metrics.served(c, total_s=time.perf_counter() - started, stream=True)
             self.metrics.http(_CHAT, 200)

@@ -15,7 +15,7 @@ request_errors_total                        counter    type, code: error answers
 stream_interruptions_total                  counter    provider: streams cut after the first byte
 cost_usd_total                              counter    provider
 tokens_total                                counter    provider, direction (input, output)
-decisions_total                             counter    strategy
+decisions_total                             counter    strategy: decisions of served requests
 exploratory_decisions_total                 counter    strategy: chosen arm had propensity < 1
 exploration_rate                            gauge      exploratory / all decisions so far
 feedback_total                              counter    result (accepted, not_found)
