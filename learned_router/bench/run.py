@@ -37,14 +37,14 @@ Progress = Callable[[str, float], None]
 
 
 def make_embedder(name: str) -> Any:
-    """The embedder for a name: ``minilm`` (all-MiniLM-L6-v2, default), ``hashing`` (offline, fast)."""
-    from learned_router.embedders import HashingEmbedder, MiniLMEmbedder
+    """The embedder for a registry name: ``minilm`` (all-MiniLM-L6-v2, default), ``static`` (distilled from
+    MiniLM, no torch) or ``hashing`` (offline, fast, for tests). Raises ValueError for other names."""
+    from learned_router.embedders import make_embedder as build
 
+    kwargs: dict[str, Any] = {"cache_size": 0}
     if name == "minilm":
-        return MiniLMEmbedder(cache_size=0, batch_size=64)
-    if name == "hashing":
-        return HashingEmbedder(dim=384)
-    raise ValueError(f"unknown embedder {name!r}; use minilm or hashing")
+        kwargs["batch_size"] = 64
+    return build(name, **kwargs)
 
 
 def sweep_weights(mean_cost_1k: Array, points: int) -> Array:
@@ -67,14 +67,21 @@ def _task_probs(embeddings: NDArray[np.float32], embedder: Any, classifier_dir: 
     from learned_router.classifier import TaskClassifier
     from learned_router.errors import RouterError
 
-    if classifier_dir is None:
+    if classifier_dir is not None:
+        candidates = [classifier_dir]
+    else:
         from learned_router.planning import default_models_dir
 
-        classifier_dir = default_models_dir() / "task_classifier"
-    try:
-        clf = TaskClassifier.load(classifier_dir, embedder_name=embedder.name, embedder_dim=embedder.dim)
-    except (RouterError, OSError, ValueError) as exc:
-        log.info("no task classifier used: %s", exc)
+        models = default_models_dir()
+        candidates = [models / "task_classifier", models / "static_minilm" / "task_classifier"]
+    clf = None
+    for folder in candidates:
+        try:
+            clf = TaskClassifier.load(folder, embedder_name=embedder.name, embedder_dim=embedder.dim)
+            break
+        except (RouterError, OSError, ValueError) as exc:
+            log.info("task classifier in %s not used: %s", folder, exc)
+    if clf is None:
         return None, ()
     return np.asarray(clf.predict_proba(embeddings), dtype=np.float64), tuple(str(c) for c in clf.classes_)
 

@@ -141,7 +141,7 @@ class ThompsonStrategy:
             draws = w.quality * (mean + std * rng.standard_normal((self.n_draws, k))) + offsets
             props = np.bincount(np.argmax(draws, axis=1), minlength=k) / self.n_draws
             props = self._cap(props, mean)
-            first = int(rng.choice(k, p=props))
+            first = min(int(np.searchsorted(np.cumsum(props), rng.random(), side="right")), k - 1)
             scores = draws[int(rng.integers(self.n_draws))]
         else:
             scores = w.quality * mean + offsets
