@@ -64,13 +64,16 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0)
 
 
 def start(cmd: list[str], ready_url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr goes to a file, not a pipe: a pipe nobody reads would block the server once full.
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         wait_ready(ready_url, proc)
     except BaseException:
         proc.kill()
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise RuntimeError(f"could not start {cmd[:3]}: {err[-2000:]}") from None
+        proc.wait()
+        log.seek(0)
+        raise RuntimeError(f"could not start {cmd[:3]}: {log.read().decode()[-2000:]}") from None
     return proc
 
 
