@@ -5,8 +5,22 @@ the router's ``ChatRequest`` is then built directly from the validated values, s
 twice. Responses are built as plain dicts/strings (no pydantic on the way out: it is the hot path).
 
 Routing hints may come as extra body fields (``session_id``, ``weights``, ``strategy``, ``region``,
-``prefer_region``, ``task_hint``, ``max_cost_usd``, ``tenant``) or as headers (see ``HEADER_*``); a body
-field wins over the header of the same meaning.
+``prefer_region``, ``task_hint``, ``max_cost_usd``, ``tenant``) or as headers; a body field wins over the
+header of the same meaning:
+
+====================================  ======================================================================
+request header                        meaning
+====================================  ======================================================================
+``x-learned-router-weights``          trade-off weights, ``quality=1,cost=0.5,latency=0.1`` (body: ``weights``)
+``x-learned-router-session``          session id for sticky experiment assignment (body: ``session_id``)
+``x-learned-router-strategy``         routing strategy for this request (body: ``strategy``)
+``x-learned-router-tenant``           the tenant, only when authentication is off (body: ``tenant``)
+====================================  ======================================================================
+
+Answers carry ``x-learned-router-request-id`` (also on errors), ``x-learned-router-provider``,
+``x-learned-router-model`` and, for non-streamed answers, ``x-learned-router-cost-usd``. The body's
+``model`` is the served arm (``provider::model``) and a ``learned_router`` object repeats request id,
+provider, model, cost and strategy (in the final usage chunk of a stream).
 """
 
 from __future__ import annotations
