@@ -30,7 +30,8 @@ PROMPT = (
     "I run a small online shop that sells handmade ceramics, and over the last three months my conversion rate "
     "has dropped from about three percent to just over one percent, even though traffic stayed the same. "
     "I changed the checkout page in April and raised shipping prices slightly. Could you help me work out "
-    "which of these changes is most likely responsible, and suggest a simple experiment to confirm it?"
+    "which of these changes is most likely responsible, and suggest a simple experiment to confirm it? "
+    "Most of my customers are in Europe and North America. Please keep the answer short and practical."
 )
 
 
@@ -88,6 +89,14 @@ def bench_baseline(model: Any, n: int) -> dict[str, Any]:
     return row
 
 
+def _probe_prompts() -> list[str]:
+    """Varied prompts for the agreement check: the hand-written demo prompts (not used in distillation)."""
+    path = ROOT / "data" / "sample_prompts.jsonl"
+    if path.is_file():
+        return [json.loads(line)["prompt"] for line in path.read_text().splitlines() if line.strip()]
+    return [f"{PROMPT} {i}" for i in range(50)]
+
+
 def _fmt(v: Any) -> str:
     if v is None:
         return "-"
@@ -129,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         static_clf_dir = default_static_table().parent / "task_classifier"
         static_clf = TaskClassifier.load(static_clf_dir) if (static_clf_dir / "manifest.json").is_file() else None
         rows.append(bench_engine("static", static, static_clf, args.n))
-        probe = [f"{PROMPT} {i}" for i in range(50)]
+        probe = _probe_prompts()
         agreement = float(np.mean(np.sum(static.embed(probe) * minilm.embed(probe), axis=1)))
         rows[-1]["cosine_to_minilm"] = agreement
     rows.append(bench_engine("hashing", HashingEmbedder(cache_size=4096), None, args.n))
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(rows, n_tokens)
     for r in rows:
         if "cosine_to_minilm" in r:
-            print(f"{r['engine']}: mean cosine to MiniLM on the benchmark prompts {r['cosine_to_minilm']:.3f}")
+            print(f"{r['engine']}: mean cosine to MiniLM on {len(_probe_prompts())} hand-written prompts "
+                  f"{r['cosine_to_minilm']:.3f}")
     if args.json_out is not None:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps({"n_tokens": n_tokens, "rows": rows}, indent=2))

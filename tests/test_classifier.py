@@ -137,7 +137,7 @@ def test_label_mapping_covers_the_taxonomy() -> None:
 
 def test_training_pipeline_writes_the_artifact(tmp_path: Path) -> None:
     emb = HashingEmbedder(dim=256)
-    report = train_task_classifier(DEFAULT_LABELS, tmp_path, embedder=emb, max_per_group=20)
+    report = train_task_classifier(DEFAULT_LABELS, tmp_path, embedder=emb, max_per_group=10)
     assert {"classifier.joblib", "manifest.json", "report.json"} <= {p.name for p in tmp_path.iterdir()}
     assert set(report["per_class"]) == set(TASK_TAXONOMY)
     loaded = TaskClassifier.load(tmp_path, embedder_name=emb.name, embedder_dim=256)

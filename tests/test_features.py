@@ -134,3 +134,11 @@ def test_build_from_config_uses_the_shipped_classifier_with_minilm(tmp_path: Pat
     fx = build_feature_extractor(_config(tmp_path, {"kind": "minilm"}))  # type: ignore[arg-type]
     assert fx.classifier is not None and fx.embedder is not None
     assert fx.embedder.name == fx.classifier.manifest_["embedder"]["name"]
+
+
+def test_build_from_config_picks_the_static_classifier(tmp_path: Path) -> None:
+    fx = build_feature_extractor(_config(tmp_path, {"kind": "static"}))  # type: ignore[arg-type]
+    assert fx.embedder is not None and fx.embedder.name == "static-all-MiniLM-L6-v2"
+    assert fx.classifier is not None and fx.classifier.manifest_["embedder"]["name"] == fx.embedder.name
+    f = fx.extract(_req("Write a Python function that parses a CSV file into a list of dicts."))
+    assert f.task == "code"
