@@ -10,7 +10,7 @@ from rich.table import Table
 
 from learned_router.types import Decision
 
-__all__ = ["print_decision", "print_report", "report_table"]
+__all__ = ["print_decision", "print_report", "report_lines"]
 
 
 def print_decision(decision: Decision, console: Console | None = None) -> None:
@@ -28,26 +28,38 @@ def print_decision(decision: Decision, console: Console | None = None) -> None:
     console.print(table)
 
 
-def report_table(data: Mapping[str, Any]) -> Table:
-    table = Table(title=f"{data.get('requests', 0)} requests, {data.get('failed_requests', 0)} failed, "
-                        f"${data.get('total_cost_usd', 0.0):.4f} total")
-    for col in ("provider", "attempts", "ok", "errors (by kind)", "cost $", "$/req", "p50 ms", "p95 ms",
-                "p99 ms", "trips", "breaker"):
-        table.add_column(col, justify="left" if col in ("provider", "errors (by kind)", "breaker") else "right")
+def report_lines(data: Mapping[str, Any]) -> list[str]:
+    """Per-arm analytics as plain aligned text. Plain text rather than a rich Table: columns never get
+    truncated on an 80-column terminal or in a pipe, and the output stays greppable."""
+    live = any(row.get("breaker_state") for row in data.get("providers", []))
+    head = ["arm", "calls", "ok", "err", "cost $", "$/call", "p50/95/99 ms", "trips"] + (["breaker"] if live else [])
 
     def ms(v: Any) -> str:
         return "-" if v is None else f"{v:.0f}"
 
+    rows = []
+    kinds = []
     for row in data.get("providers", []):
-        kinds = ", ".join(f"{k}:{n}" for k, n in row.get("errors_by_kind", {}).items())
-        table.add_row(
-            row["arm"], str(row["requests"]), str(row["successes"]),
-            f"{row['errors']}" + (f" ({kinds})" if kinds else ""), f"{row['total_cost_usd']:.5f}",
-            f"{row['cost_per_request_usd']:.6f}", ms(row["latency_p50_ms"]), ms(row["latency_p95_ms"]),
-            ms(row["latency_p99_ms"]), str(row["breaker_trips"]), row.get("breaker_state") or "-",
-        )
-    return table
+        if row.get("errors_by_kind"):
+            kinds.append(f"{row['arm']}: " + ", ".join(f"{k}:{n}" for k, n in row["errors_by_kind"].items()))
+        rows.append([row["arm"], str(row["requests"]), str(row["successes"]), str(row["errors"]),
+                     f"{row['total_cost_usd']:.4f}", f"{row['cost_per_request_usd']:.6f}",
+                     "/".join(ms(row[k]) for k in ("latency_p50_ms", "latency_p95_ms", "latency_p99_ms")),
+                     str(row["breaker_trips"])] + ([row.get("breaker_state") or "-"] if live else []))
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 or i == 8 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [f"{data.get('requests', 0)} requests, {data.get('failed_requests', 0)} failed, "
+           f"${data.get('total_cost_usd', 0.0):.4f} total", fmt(head), "-" * len(fmt(head))]
+    out += [fmt(r) for r in rows]
+    if kinds:
+        out.append("errors by kind: " + "; ".join(kinds))
+    return out
 
 
 def print_report(data: Mapping[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(report_table(data))
+    console = console or Console()
+    for line in report_lines(data):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
