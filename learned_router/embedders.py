@@ -363,10 +363,10 @@ class StaticEmbedder(_CachedEmbedder):
         assert self._table is not None
         encs = self._tokenizer.encode_batch(texts, add_special_tokens=False)
         out = np.zeros((len(texts), self._table.shape[1]), dtype=np.float32)
+        empty = [self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")]
         for i, enc in enumerate(encs):
-            ids = enc.ids[: self.max_tokens]
-            if ids:
-                out[i] = self._table[ids].mean(axis=0)
+            ids = enc.ids[: self.max_tokens] or empty  # an empty text reads as [CLS] [SEP], like MiniLM
+            out[i] = self._table[ids].mean(axis=0)
         return out
 
     def _compute(self, texts: list[str]) -> NDArray[np.float32]:
