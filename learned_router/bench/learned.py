@@ -23,8 +23,8 @@ __all__ = ["LearnedFit", "TrainInputs", "fit_bandit", "fit_offline", "log_unifor
 
 Array = NDArray[np.float64]
 
-COMPONENTS_GRID = (16, 32, 64, 128, 256)
-ALPHA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+COMPONENTS_GRID = (16, 32, 64, 128, 256, 384)
+ALPHA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 
 @dataclass

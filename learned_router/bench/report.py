@@ -27,8 +27,8 @@ def render_tables(result: BenchResult) -> list[Any]:
              f"best single model (train) {ref['best_model']}: quality {ref['best_quality']:.3f} at "
              f"${ref['best_cost_usd']:.6f}/prompt; oracle {ref['oracle_quality']:.3f}")
     table = Table(title=title, title_justify="left")
-    for col in ("router", "points", "max quality", "quality @ best cost", "savings @100%", "@98%", "@95%",
-                "oracle gap closed", "area", "≥ kNN"):
+    for col in ("router", "points", "cost/prompt (USD)", "max quality", "quality @ best cost", "savings @100%",
+                "@98%", "@95%", "oracle gap closed", "area", "≥ kNN"):
         table.add_column(col, justify="left" if col == "router" else "right")
     if two:
         for col in ("APGR", "CPT(50%)", "CPT(80%)"):
@@ -37,9 +37,13 @@ def render_tables(result: BenchResult) -> list[Any]:
     routers = sorted(result.routers.values(), key=lambda r: (order.get(r.family, 9), r.name))
     for r in routers:
         m = r.metrics
-        row = [r.name, str(len(r.cost)), _num(m.get("max_quality")), _num(m.get("quality_at_best_cost")),
+        swept = len(r.cost) > 1
+        cost = f"{min(r.cost):.2e}–{max(r.cost):.2e}" if swept else f"{r.cost[0]:.2e}"
+        row = [r.name, str(len(r.cost)), cost, _num(m.get("max_quality")),
+               _num(m.get("quality_at_best_cost")) if swept else "",
                _pct(m.get("savings_100")), _pct(m.get("savings_98")), _pct(m.get("savings_95")),
-               _pct(m.get("gap_closed")), _num(m.get("area")), _pct(m.get("share_of_cost_range_at_or_above_knn"))]
+               _pct(m.get("gap_closed")) if swept else "", _num(m.get("area")) if swept else "",
+               _pct(m.get("share_of_cost_range_at_or_above_knn"))]
         if two:
             row += [_num(m.get("apgr")), _pct(m.get("cpt50")), _pct(m.get("cpt80"))]
         table.add_row(*row, style="bold" if r.family == "learned" else None)
