@@ -120,6 +120,9 @@ class RoutingConfig(_Strict):
     model_path: str | None = None
     tracking_uri: str | None = None
     exploration: bool = True
+    # Rule strategies only: share of requests whose first arm is drawn uniformly (logged with exact
+    # propensities, so that training can evaluate other policies on the traffic). 0 = pure rules.
+    exploration_epsilon: float = Field(default=0.0, ge=0, le=1)
     seed: int | None = None
 
 

@@ -80,7 +80,7 @@ class FailoverRun:
             if self.stats.snapshot()[arm].cooldown_until > self.clock.monotonic():
                 self._skip(arm, "rate_limited", "cooling down after a 429")
                 continue
-            reserved = self.budget.reserve(p.name, None, self.est_cost.get(arm, 0.0))
+            reserved = self.budget.reserve(p.name, self.request.tenant, self.est_cost.get(arm, 0.0))
             if not isinstance(reserved, Reservation):
                 self._skip(arm, "budget", "provider over its budget")
                 continue

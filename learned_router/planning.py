@@ -167,13 +167,29 @@ class Planner:
         if strategy is not None and reason is None:
             try:
                 with self._rng_lock:
-                    return name, strategy.select(ctx, eligible, self.rng), None
+                    ranking = strategy.select(ctx, eligible, self.rng)
+                return name, (self._explore(ranking) if name in RULES else ranking), None
             except Exception as exc:  # noqa: BLE001 - a failing policy must never fail the request
                 log.warning("strategy %s failed, falling back to rules: %s", name, type(exc).__name__)
                 reason = f"strategy {name} failed: {type(exc).__name__}: {exc}"
         fb = self.config.routing.fallback_strategy if name not in RULES else name
-        rule = self.strategies[fb]
-        return fb, rule.select(ctx, eligible, self.rng), reason
+        return fb, self._explore(self.strategies[fb].select(ctx, eligible, self.rng)), reason
+
+    def _explore(self, ranking: Ranking) -> Ranking:
+        """Epsilon-greedy exploration around a rule's choice (``routing.exploration_epsilon``): with
+        probability epsilon the first arm is drawn uniformly from the offered arms. The logged propensities
+        are exact, which is what lets training evaluate other policies on this traffic."""
+        eps = self.config.routing.exploration_epsilon
+        k = len(ranking.arms)
+        if eps <= 0 or k < 2:
+            return ranking
+        with self._rng_lock:
+            explore = self.rng.random() < eps
+            pick = int(self.rng.integers(k)) if explore else 0
+        arms = ranking.arms if pick == 0 else (ranking.arms[pick], *ranking.arms[:pick], *ranking.arms[pick + 1:])
+        props = {str(a): eps / k for a in ranking.arms}
+        props[str(ranking.arms[0])] += 1.0 - eps
+        return Ranking(arms, ranking.scores, props, {**ranking.info, "explored": pick != 0})
 
     def learn(self, arm: ArmId, features: Features, quality: float, *, cost_usd: float, latency_s: float,
               weight: float = 1.0) -> None:

@@ -295,9 +295,17 @@ class AsyncRouter(Router):
     async def route(self, request: ChatRequest | Mapping[str, Any]) -> Decision:  # type: ignore[override]
         return Router.route(self, request)
 
+    async def _aplan(self, req: ChatRequest) -> tuple[Decision, Features]:
+        """Plan off the event loop when planning embeds the prompt (milliseconds of CPU); inline otherwise."""
+        if self.planner.features is None:
+            return self._plan_or_log(req)
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._plan_or_log, req)
+
     async def complete(self, request: ChatRequest | Mapping[str, Any]) -> Completion:  # type: ignore[override]
         req = ChatRequest.coerce(request)
-        decision, features = self._plan_or_log(req)
+        decision, features = await self._aplan(req)
         run = self._run(decision, req)
         try:
             for arm in run.candidates():
@@ -320,11 +328,20 @@ class AsyncRouter(Router):
         return Router.feedback(self, request_id, quality, source=source, tenant=tenant)
 
     def stream(self, request: ChatRequest | Mapping[str, Any]) -> AsyncRoutedStream:  # type: ignore[override]
-        """Like ``Router.stream``, iterated with ``async for``."""
+        """Like ``Router.stream``, iterated with ``async for`` (plans on the calling thread; ``astream``
+        plans off the event loop)."""
         from learned_router.streaming import AsyncRoutedStream
 
         req = ChatRequest.coerce(request)
         decision, features = self._plan_or_log(req)
+        return AsyncRoutedStream(self, req, decision, features)
+
+    async def astream(self, request: ChatRequest | Mapping[str, Any]) -> AsyncRoutedStream:
+        """Plan (off the event loop when it embeds), then return the stream to iterate with ``async for``."""
+        from learned_router.streaming import AsyncRoutedStream
+
+        req = ChatRequest.coerce(request)
+        decision, features = await self._aplan(req)
         return AsyncRoutedStream(self, req, decision, features)
 
     async def aclose(self) -> None:

@@ -234,3 +234,25 @@ def test_openai_streaming_asks_for_usage() -> None:
     assert str(request.url) == "https://api.openai.com/v1/chat/completions"
     assert body["stream_options"] == {"include_usage": True} and "max_tokens" not in body
     assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+@pytest.mark.parametrize(
+    ("kind", "check"),
+    [
+        ("openai", lambda b: b["top_p"] == 0.5 and b["stop"] == ["END"] and b["seed"] == 7),
+        ("anthropic", lambda b: b["top_p"] == 0.5 and b["stop_sequences"] == ["END"]),
+        ("gemini", lambda b: b["generationConfig"]["topP"] == 0.5 and b["generationConfig"]["stopSequences"] == ["END"]
+         and b["generationConfig"]["seed"] == 7),
+    ],
+)
+def test_sampling_parameters_reach_the_provider(kind, check):
+    import json as _json
+
+    from learned_router.providers import ADAPTERS
+    from learned_router.types import ChatRequest as _Req
+
+    req = _Req.coerce({"messages": [{"role": "user", "content": "hi"}],
+                       "extra": {"top_p": 0.5, "stop": ["END"], "seed": 7}})
+    built = ADAPTERS[kind].build_request(req, model="m", base_url="http://127.0.0.1:1", api_key=None, headers={},
+                                         stream=False, max_tokens=16)
+    assert check(_json.loads(built.content))

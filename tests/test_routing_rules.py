@@ -197,3 +197,16 @@ def test_malformed_requests_name_the_field(request_, field):
     with pytest.raises(RequestError) as info:
         Router.from_config(two_providers()).route(request_)
     assert info.value.field == field
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_epsilon_exploration_logs_exact_propensities(seed):
+    cfg = two_providers(strategy="quality")
+    cfg["routing"]["exploration_epsilon"] = 0.2
+    r = Router.from_config(cfg, seed=seed)
+    picks = [r.route(MSG) for _ in range(2000)]
+    p = picks[0].propensities
+    assert p == {"gpt-4::gpt-4": pytest.approx(0.9), "gpt-3.5::gpt-3.5-turbo": pytest.approx(0.1)}
+    share = sum(d.provider == "gpt-3.5" for d in picks) / len(picks)
+    assert abs(share - 0.1) < 0.03
+    assert all(set(d.ranking) == {"gpt-4::gpt-4", "gpt-3.5::gpt-3.5-turbo"} for d in picks)

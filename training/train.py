@@ -347,9 +347,24 @@ def _summary(report: dict[str, Any]) -> None:
               f"{'promoted to champion' if promo['promoted'] else 'not promoted'} ({promo['reason']})")
 
 
+def _quiet_mlflow() -> None:
+    """MLflow's own INFO lines, download bars and a type-hint warning would bury the report."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+    warnings.filterwarnings("ignore", message=".*Passing a Python object as `python_model`.*")
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns the exit code (2 for an unusable log)."""
     args = parse_args(argv)
+    _quiet_mlflow()
     try:
         report = train(args)
     except LogError as exc:

@@ -184,7 +184,7 @@ class _Gateway:
 
     async def _stream(self, req: ChatRequest, started: float) -> Response:
         """Start a stream: wait for the first chunk (failover happens before it), then relay."""
-        stream = self.router.stream(req)
+        stream = await self.router.astream(req)
         chunks = stream.__aiter__()
         try:
             first = await anext(chunks)

@@ -144,6 +144,11 @@ class AnthropicAdapter:
             body["system"] = "\n\n".join(system)
         if req.temperature is not None:
             body["temperature"] = min(req.temperature, 1.0)
+        if req.extra.get("top_p") is not None:
+            body["top_p"] = req.extra["top_p"]
+        stop = req.extra.get("stop")
+        if stop is not None:
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
         if stream:
             body["stream"] = True
         hdrs = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,

@@ -134,6 +134,13 @@ class GeminiAdapter:
             gen["maxOutputTokens"] = max_tokens
         if req.temperature is not None:
             gen["temperature"] = req.temperature
+        if req.extra.get("top_p") is not None:
+            gen["topP"] = req.extra["top_p"]
+        if req.extra.get("seed") is not None:
+            gen["seed"] = req.extra["seed"]
+        stop = req.extra.get("stop")
+        if stop is not None:
+            gen["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
         if req.json_mode:
             gen["responseMimeType"] = "application/json"
         if gen:

@@ -80,6 +80,11 @@ class OpenAIStreamParser:
                            output_tokens=self.output_tokens)
 
 
+SAMPLING_PARAMS = ("top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "logit_bias",
+                   "response_format")
+"""Keys of ``ChatRequest.extra`` sent to OpenAI-compatible providers as they are."""
+
+
 class OpenAIAdapter:
     """Sans-I/O adapter for ``POST {base_url}/chat/completions``."""
 
@@ -94,6 +99,9 @@ class OpenAIAdapter:
             body["temperature"] = req.temperature
         if req.json_mode:
             body["response_format"] = {"type": "json_object"}
+        for key in SAMPLING_PARAMS:  # OpenAI sampling parameters pass through unchanged
+            if req.extra.get(key) is not None:
+                body[key] = req.extra[key]
         if stream:
             body["stream_options"] = {"include_usage": True}
         hdrs = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
