@@ -168,6 +168,9 @@ def demo_config(fleet: Any, timings: DemoTimings, log_path: Path | None) -> dict
         "routing": {
             "strategy": "balanced",
             "balanced_weights": {"quality": 0.6, "cost": 0.2, "latency": 0.2},
+            # 10% of requests explore a random provider, logged with exact propensities, so that
+            # `learned-router train` can evaluate other policies on this traffic.
+            "exploration_epsilon": 0.1,
             # The breaker reacts first; the availability filter is a slower second line of defence.
             "availability_threshold": 0.5,
             "availability_half_life_s": 10.0,
