@@ -49,7 +49,7 @@ class LinearTS:
     """
 
     def __init__(self, n_arms: int, dim: int, priors: ArrayLike | None = None, *, alpha: float = 1.0,
-                 scale: float = 0.5, forgetting: float = 1.0, bias_index: int = 0) -> None:
+                 scale: float = 0.25, forgetting: float = 1.0, bias_index: int = 0) -> None:
         if n_arms < 1 or dim < 1:
             raise ValueError(f"need n_arms >= 1 and dim >= 1, got {n_arms}, {dim}")
         if not alpha > 0 or not scale >= 0 or not 0 < forgetting <= 1:

@@ -123,7 +123,7 @@ class ThompsonStrategy:
             cold = [i for i in range(len(arms)) if i not in set(known)]
             if cold:
                 alpha = self.model.alpha if self.model is not None else 1.0
-                scale = self.model.scale if self.model is not None else 0.5
+                scale = self.model.scale if self.model is not None else 0.25
                 mean[cold] = [self.priors.get(str(arms[i].arm), arms[i].provider.quality_prior) for i in cold]
                 std[cold] = scale * np.sqrt(float(x @ x) / alpha)
         return mean, std
@@ -180,12 +180,12 @@ class ThompsonStrategy:
         """Learn from one observed quality ``reward`` in [0, 1] of ``arm``, counted as ``weight``
         observations (the configured weight of the signal's source). Unknown arms join the model from
         their prior. Cost and latency are tracked by the router, not learned here."""
-        if self.error is not None:
+        if self.error is not None or not np.isfinite(reward):
             return
         with self._lock:
             if self.model is None:
-                self.model = LinearTS(0 + 1, 1 if self.transform is None else self.transform.dim,
-                                      [self.priors.get(str(arm), 0.5)])
+                self.model = LinearTS(1, 1 if self.transform is None else self.transform.dim,
+                                      [self.priors.get(str(arm), 0.5)], scale=0.25)
                 self.arms, self._index = [str(arm)], {str(arm): 0}
             x = self.context(features)
             idx = self._index.get(str(arm))
@@ -272,7 +272,7 @@ class ThompsonStrategy:
 def fit_thompson(embeddings: ArrayLike, input_tokens: ArrayLike, arms: Sequence[str], arm_index: ArrayLike,
                  rewards: ArrayLike, *, task_probs: ArrayLike | None = None, task_labels: Sequence[str] = (),
                  weights: ArrayLike | None = None, priors: Mapping[str, float] | None = None,
-                 n_components: int = 48, whiten: bool = False, alpha: float = 1.0, scale: float = 0.5,
+                 n_components: int = 48, whiten: bool = False, alpha: float = 1.0, scale: float = 0.25,
                  forgetting: float = 1.0, version: str = "", **settings: Any) -> ThompsonStrategy:
     """Fit the context transform and the per-arm model from logged rows (context i, arm ``arm_index[i]``,
     quality ``rewards[i]``, importance ``weights[i]``) and return a ready strategy."""
