@@ -94,6 +94,26 @@ def demo(
 
 
 @app.command()
+def simulate(
+    config_out: Annotated[Path, typer.Option(help="Where to write a router config for the providers.")] = Path(
+        "out/sim.yaml"),
+    port: Annotated[int, typer.Option(help="First port; the five providers take port..port+4.")] = 9101,
+    log: Annotated[Path, typer.Option(help="Decision log path written into the config.")] = Path(
+        "out/sim/decisions.sqlite"),
+    strategy: Annotated[str, typer.Option(help="Routing strategy in the config.")] = "balanced",
+    model: Annotated[str | None, typer.Option(help="routing.model_path (a model folder or models:/ URI).")] = None,
+    ab_model: Annotated[str | None, typer.Option(help="Add an A/B experiment: this model vs balanced.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Run the demo's simulated providers on loopback and write a config for them (for serve, train, ab)."""
+    _offline_env()
+    from learned_router.playground import run_simulation
+
+    run_simulation(port=port, config_out=config_out, log_path=log, strategy=strategy, model=model,
+                   ab_model=ab_model, seed=seed, echo=typer.echo)
+
+
+@app.command()
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="Router YAML config.")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",

@@ -308,7 +308,9 @@ class ContextTransform:
             self.components_ = np.zeros((0, E.shape[1]))
             self.scales_ = np.zeros(0)
         lt = np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1))
-        self.len_mean_, self.len_sd_ = float(lt.mean()), float(max(lt.std(), 1e-6))
+        # A floor on the spread: traffic of near-constant length must not turn an unusual prompt length
+        # into a huge feature value (and an unbounded posterior variance) at serving time.
+        self.len_mean_, self.len_sd_ = float(lt.mean()), float(max(lt.std(), 0.5))
         T = self._task_matrix(task_probs, len(E))
         self.task_mean_ = T.mean(axis=0) if len(T) else np.zeros(len(self.task_labels))
         return self
@@ -335,7 +337,7 @@ class ContextTransform:
         Z = (E - self.mean_) @ self.components_.T * self.scales_
         T = self._task_matrix(task_probs, n) - self.task_mean_
         lt = (np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1)) - self.len_mean_) / self.len_sd_
-        return np.hstack([np.ones((n, 1)), Z, T, lt[:, None]])
+        return np.hstack([np.ones((n, 1)), Z, T, np.clip(lt, -4.0, 4.0)[:, None]])
 
     def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
                       task_probs: Mapping[str, float] | None = None) -> Array:
