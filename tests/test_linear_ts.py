@@ -128,3 +128,17 @@ def test_context_transform_centres_and_round_trips() -> None:
     assert np.allclose(one, X[0])
     with pytest.raises(PolicyStateError):
         ContextTransform.from_state({**tr.to_state(), "scales": [1.0]})
+
+
+def test_cluster_memberships_are_centred_and_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(3, 16))
+    E = centres[rng.integers(0, 3, 90)] + 0.05 * rng.normal(size=(90, 16))
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    tokens = rng.integers(5, 500, 90)
+    tr = ContextTransform(2, n_clusters=3, temperature=0.05).fit(E, tokens)
+    X = tr.transform(E, tokens)
+    assert X.shape == (90, 1 + 2 + 3 + 1)
+    assert np.allclose(X[:, 3:6].mean(axis=0), 0.0, atol=1e-9)
+    back = ContextTransform.from_state(json.loads(json.dumps(tr.to_state())))
+    assert np.allclose(back.transform(E, tokens), X)

@@ -17,13 +17,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learned_router.bench.routers import TokenModel, cv_folds
-from learned_router.strategies.linear_ts import ContextTransform, LinearTS
+from learned_router.strategies.context import ContextTransform
+from learned_router.strategies.linear_ts import LinearTS
 
 __all__ = ["LearnedFit", "TrainInputs", "fit_bandit", "fit_offline", "log_uniform"]
 
 Array = NDArray[np.float64]
 
 COMPONENTS_GRID = (16, 32, 64, 128, 256, 384)
+CLUSTERS_GRID = (0, 64)
 ALPHA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 
@@ -49,6 +51,7 @@ class LearnedFit:
     model: LinearTS
     tokens: TokenModel
     n_components: int
+    n_clusters: int
     alpha: float
     cv_mse: float
 
@@ -62,19 +65,14 @@ class LearnedFit:
         return self.tokens.predict(self.contexts(inputs))
 
 
-def _columns(n_components: int, max_components: int, n_tasks: int) -> NDArray[np.int64]:
-    """Columns of a transform with ``max_components`` that form the transform with ``n_components``."""
-    pcs = list(range(1, 1 + n_components))
-    rest = list(range(1 + max_components, 1 + max_components + n_tasks + 1))
-    return np.array([0, *pcs, *rest])
-
-
-def _sub_transform(full: ContextTransform, n_components: int) -> ContextTransform:
-    t = ContextTransform(n_components, whiten=full.whiten, task_labels=full.task_labels)
-    t.mean_, t.embed_dim_ = full.mean_, full.embed_dim_
-    t.components_, t.scales_ = full.components_[:n_components], full.scales_[:n_components]
-    t.len_mean_, t.len_sd_, t.task_mean_ = full.len_mean_, full.len_sd_, full.task_mean_
-    return t
+def _columns(n_components: int, max_components: int, cluster_cols: int, keep_clusters: bool,
+             n_tasks: int) -> NDArray[np.int64]:
+    """Columns of the widest transform (``max_components`` PCs, ``cluster_cols`` memberships) that form a
+    transform with ``n_components`` PCs, with or without the memberships."""
+    start = 1 + max_components
+    clusters = list(range(start, start + cluster_cols)) if keep_clusters else []
+    rest = list(range(start + cluster_cols, start + cluster_cols + n_tasks + 1))
+    return np.array([0, *range(1, 1 + n_components), *clusters, *rest])
 
 
 def _grid(n: int, dim: int, components: Sequence[int]) -> list[int]:
@@ -83,21 +81,25 @@ def _grid(n: int, dim: int, components: Sequence[int]) -> list[int]:
 
 def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, weights: Array | None,
         priors: Array, components: Sequence[int], alphas: Sequence[float], n_folds: int,
-        seed: int) -> tuple[int, float, float]:
-    """Cross-validated (n_components, alpha, mse). ``arms`` None means full information (rewards (n, K))."""
+        seed: int, clusters: Sequence[int] = CLUSTERS_GRID) -> tuple[int, int, float, float]:
+    """Cross-validated (n_components, n_clusters, alpha, mse). ``arms`` None means full information
+    (rewards (n, K)); else row i observed arm ``arms[i]`` with reward ``rewards[i]``."""
     n = len(inputs.embeddings)
-    grid = _grid(n, inputs.embeddings.shape[1], components)
+    grid = [(nc, ncl) for nc in _grid(n, inputs.embeddings.shape[1], components)
+            for ncl in sorted({c for c in clusters if c == 0 or c < n // 4})]
     err = np.zeros((len(grid), len(alphas)))
+    max_cl = max(ncl for _, ncl in grid)
     for fold in cv_folds(n, n_folds, seed):
         train = np.setdiff1d(np.arange(n), fold)
-        full = ContextTransform(max(grid), task_labels=inputs.task_labels)
+        full = ContextTransform(max(nc for nc, _ in grid), task_labels=inputs.task_labels, n_clusters=max_cl,
+                                seed=seed)
         tr, te = inputs.take(train), inputs.take(fold)
         full.fit(tr.embeddings, tr.input_tokens, tr.task_probs)
         Xtr_all = full.transform(tr.embeddings, tr.input_tokens, tr.task_probs)
         Xte_all = full.transform(te.embeddings, te.input_tokens, te.task_probs)
-        for gi, nc in enumerate(grid):
-            fitted = full.components_.shape[0]
-            cols = _columns(min(nc, fitted), fitted, len(inputs.task_labels))
+        fitted, n_cl = full.components_.shape[0], full.centroids_.shape[0]
+        for gi, (nc, ncl) in enumerate(grid):
+            cols = _columns(min(nc, fitted), fitted, n_cl, ncl > 0, len(inputs.task_labels))
             Xtr, Xte = Xtr_all[:, cols], Xte_all[:, cols]
             if arms is None:
                 err[gi] += _cv_full(Xtr, Xte, rewards[train], rewards[fold], priors, alphas)
@@ -107,7 +109,8 @@ def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, wei
                                       priors, alphas)
     gi, ai = np.unravel_index(int(np.argmin(err)), err.shape)
     denom = n * (len(priors) if arms is None else 1)
-    return grid[gi], float(alphas[ai]), float(err[gi, ai] / denom)
+    nc, ncl = grid[gi]
+    return nc, ncl, float(alphas[ai]), float(err[gi, ai] / denom)
 
 
 def _cv_full(Xtr: Array, Xte: Array, Rtr: Array, Rte: Array, priors: Array, alphas: Sequence[float]) -> Array:
@@ -150,13 +153,13 @@ def fit_offline(inputs: TrainInputs, quality: Array, tokens: Array, *, scale: fl
                 n_folds: int = 3, seed: int = 0) -> LearnedFit:
     """Full-information fit: ``quality`` and ``tokens`` are (n_train, K). Priors are the train means."""
     priors = quality.mean(axis=0)
-    nc, alpha, mse = _cv(inputs, None, quality, None, priors, components, alphas, n_folds, seed)
-    transform = ContextTransform(nc, task_labels=inputs.task_labels)
+    nc, ncl, alpha, mse = _cv(inputs, None, quality, None, priors, components, alphas, n_folds, seed)
+    transform = ContextTransform(nc, task_labels=inputs.task_labels, n_clusters=ncl, seed=seed)
     transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     model = LinearTS(quality.shape[1], transform.dim, priors, alpha=alpha, scale=scale).fit_full(X, quality)
     tok = TokenModel().fit_full(X, tokens)
-    return LearnedFit(transform, model, tok, nc, alpha, mse)
+    return LearnedFit(transform, model, tok, nc, ncl, alpha, mse)
 
 
 def log_uniform(n: int, k: int, seed: int) -> tuple[NDArray[np.int64], Array]:
@@ -176,10 +179,10 @@ def fit_bandit(inputs: TrainInputs, quality: Array, tokens: Array, *, seed: int 
     r = quality[rows, logged]
     w = 1.0 / (k * prop)  # importance weights, normalised to 1 under uniform logging
     priors = np.array([r[logged == a].mean() if (logged == a).any() else r.mean() for a in range(k)])
-    nc, alpha, mse = _cv(inputs, logged, r, w, priors, components, alphas, n_folds, seed)
-    transform = ContextTransform(nc, task_labels=inputs.task_labels)
+    nc, ncl, alpha, mse = _cv(inputs, logged, r, w, priors, components, alphas, n_folds, seed)
+    transform = ContextTransform(nc, task_labels=inputs.task_labels, n_clusters=ncl, seed=seed)
     transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     model = LinearTS(k, transform.dim, priors, alpha=alpha, scale=scale).fit(X, logged, r, w)
     tok = TokenModel().fit(X, logged, tokens[rows, logged], k)
-    return LearnedFit(transform, model, tok, nc, alpha, mse), logged
+    return LearnedFit(transform, model, tok, nc, ncl, alpha, mse), logged

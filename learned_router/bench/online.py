@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learned_router.bench.dataset import BenchDataset
-from learned_router.strategies.linear_ts import ContextTransform, LinearTS
+from learned_router.strategies.context import ContextTransform
+from learned_router.strategies.linear_ts import LinearTS
 
 __all__ = ["OnlineRun", "run_online"]
 

@@ -19,13 +19,14 @@ followed. With gamma = 1 the update is a rank-one Sherman-Morrison step on the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from learned_router.errors import PolicyStateError
+from learned_router.strategies.context import ContextTransform
 
 __all__ = ["STATE_VERSION", "ContextTransform", "LinearTS"]
 
@@ -264,119 +265,3 @@ class LinearTS:
         model.mu_ = np.einsum("kij,kj->ki", model.Ainv_, b)
         return model
 
-
-class ContextTransform:
-    """Turns request features into the context vector of :class:`LinearTS`.
-
-    ``x = [1, PCA(embedding) (n_components, optionally whitened), task probabilities (centred),
-    standardised log(1 + input tokens)]``: the bias comes first (index 0), every other feature is centred on
-    the training data so that the bias coefficient carries an arm's average quality.
-
-    Args:
-        n_components: PCA dimensions kept from the embedding (0 drops the embedding).
-        whiten: scale each component to unit variance on the training data.
-        task_labels: the task classes, in the order of the task-probability columns (empty: no task feature).
-    """
-
-    def __init__(self, n_components: int = 48, *, whiten: bool = False, task_labels: Sequence[str] = ()) -> None:
-        self.n_components = int(n_components)
-        self.whiten = bool(whiten)
-        self.task_labels = tuple(str(t) for t in task_labels)
-
-    @property
-    def dim(self) -> int:
-        return 1 + self.components_.shape[0] + len(self.task_labels) + 1
-
-    def fit(self, embeddings: ArrayLike, input_tokens: ArrayLike, task_probs: ArrayLike | None = None
-            ) -> ContextTransform:
-        """Fit the PCA and the centring on training rows: embeddings (n, D), input tokens (n,), task
-        probabilities (n, T) in ``task_labels`` order."""
-        E = np.asarray(embeddings, dtype=np.float64)
-        self.embed_dim_ = E.shape[1]
-        self.mean_ = E.mean(axis=0)
-        p = min(self.n_components, E.shape[1], max(len(E) - 1, 0))
-        if p > 0:
-            centred = E - self.mean_
-            evals, evecs = np.linalg.eigh(centred.T @ centred / max(len(E) - 1, 1))
-            top = np.argsort(evals)[::-1][:p]
-            comps = evecs[:, top].T
-            comps *= np.where(comps[np.arange(p), np.abs(comps).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
-            self.components_ = comps
-            sd = np.sqrt(np.maximum(evals[top], 0.0))
-            self.scales_ = 1.0 / np.maximum(sd, 1e-8) if self.whiten else np.ones(p)
-        else:
-            self.components_ = np.zeros((0, E.shape[1]))
-            self.scales_ = np.zeros(0)
-        lt = np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1))
-        # A floor on the spread: traffic of near-constant length must not turn an unusual prompt length
-        # into a huge feature value (and an unbounded posterior variance) at serving time.
-        self.len_mean_, self.len_sd_ = float(lt.mean()), float(max(lt.std(), 0.5))
-        T = self._task_matrix(task_probs, len(E))
-        self.task_mean_ = T.mean(axis=0) if len(T) else np.zeros(len(self.task_labels))
-        return self
-
-    def _task_matrix(self, task_probs: ArrayLike | None, n: int) -> Array:
-        if not self.task_labels:
-            return np.zeros((n, 0))
-        if task_probs is None:
-            return np.full((n, len(self.task_labels)), 1.0 / len(self.task_labels))
-        T = np.asarray(task_probs, dtype=np.float64).reshape(n, -1)
-        if T.shape[1] != len(self.task_labels):
-            raise ValueError(f"task_probs must have {len(self.task_labels)} columns, got {T.shape[1]}")
-        return T
-
-    def transform(self, embeddings: ArrayLike, input_tokens: ArrayLike, task_probs: ArrayLike | None = None
-                  ) -> Array:
-        """Context vectors, shape (n, dim)."""
-        if not hasattr(self, "components_"):
-            from learned_router.errors import NotFittedError
-
-            raise NotFittedError("ContextTransform.fit or from_state first")
-        E = np.asarray(embeddings, dtype=np.float64)
-        n = len(E)
-        Z = (E - self.mean_) @ self.components_.T * self.scales_
-        T = self._task_matrix(task_probs, n) - self.task_mean_
-        lt = (np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1)) - self.len_mean_) / self.len_sd_
-        return np.hstack([np.ones((n, 1)), Z, T, np.clip(lt, -4.0, 4.0)[:, None]])
-
-    def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
-                      task_probs: Mapping[str, float] | None = None) -> Array:
-        """One context vector (shape (dim,)) from live features. A missing embedding maps to the training
-        mean (no embedding signal); missing task probabilities to the training average."""
-        e = self.mean_ if embedding is None else np.asarray(embedding, dtype=np.float64).reshape(1, -1)
-        if self.task_labels and task_probs:
-            t: ArrayLike | None = np.array([[float(task_probs.get(k, 0.0)) for k in self.task_labels]])
-        else:
-            t = self.task_mean_[None, :] if self.task_labels else None
-        return self.transform(np.reshape(e, (1, -1)), [input_tokens], t)[0]
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "kind": "context_transform", "version": STATE_VERSION, "n_components": self.n_components,
-            "whiten": self.whiten, "task_labels": list(self.task_labels), "mean": self.mean_.tolist(),
-            "components": self.components_.tolist(), "scales": self.scales_.tolist(),
-            "len_mean": self.len_mean_, "len_sd": self.len_sd_, "task_mean": self.task_mean_.tolist(),
-        }
-
-    @classmethod
-    def from_state(cls, state: Any) -> ContextTransform:
-        """Rebuild from :meth:`to_state`; raises PolicyStateError when corrupt."""
-        if not isinstance(state, dict) or state.get("kind") != "context_transform" or \
-                state.get("version") != STATE_VERSION:
-            raise PolicyStateError("not a context transform state of a supported version")
-        try:
-            t = cls(int(state["n_components"]), whiten=bool(state["whiten"]), task_labels=state["task_labels"])
-            t.mean_ = np.asarray(state["mean"], dtype=np.float64)
-            t.components_ = np.asarray(state["components"], dtype=np.float64).reshape(-1, len(t.mean_))
-            t.scales_ = np.asarray(state["scales"], dtype=np.float64)
-            t.len_mean_, t.len_sd_ = float(state["len_mean"]), float(state["len_sd"])
-            t.task_mean_ = np.asarray(state["task_mean"], dtype=np.float64)
-            t.embed_dim_ = len(t.mean_)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PolicyStateError(f"corrupt context transform state: {exc}") from exc
-        if t.scales_.shape != (t.components_.shape[0],) or t.task_mean_.shape != (len(t.task_labels),):
-            raise PolicyStateError("inconsistent context transform shapes")
-        arrays = (t.mean_, t.components_, t.scales_, t.task_mean_)
-        if not all(np.isfinite(a).all() for a in arrays) or not t.len_sd_ > 0:
-            raise PolicyStateError("the context transform holds invalid numbers")
-        return t

@@ -36,7 +36,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from learned_router.errors import PolicyStateError
 from learned_router.strategies.base import ArmView, Context, Features, Ranking
-from learned_router.strategies.linear_ts import ContextTransform, LinearTS
+from learned_router.strategies.context import ContextTransform
+from learned_router.strategies.linear_ts import LinearTS
 from learned_router.types import ArmId
 
 __all__ = ["MANIFEST_FILE", "STATE_FILE", "ThompsonStrategy", "fit_thompson", "load_learned_strategy"]
@@ -273,10 +274,11 @@ def fit_thompson(embeddings: ArrayLike, input_tokens: ArrayLike, arms: Sequence[
                  rewards: ArrayLike, *, task_probs: ArrayLike | None = None, task_labels: Sequence[str] = (),
                  weights: ArrayLike | None = None, priors: Mapping[str, float] | None = None,
                  n_components: int = 48, whiten: bool = False, alpha: float = 1.0, scale: float = 0.25,
-                 forgetting: float = 1.0, version: str = "", **settings: Any) -> ThompsonStrategy:
+                 forgetting: float = 1.0, n_clusters: int = 0, version: str = "", **settings: Any
+                 ) -> ThompsonStrategy:
     """Fit the context transform and the per-arm model from logged rows (context i, arm ``arm_index[i]``,
     quality ``rewards[i]``, importance ``weights[i]``) and return a ready strategy."""
-    transform = ContextTransform(n_components, whiten=whiten, task_labels=task_labels)
+    transform = ContextTransform(n_components, whiten=whiten, task_labels=task_labels, n_clusters=n_clusters)
     transform.fit(embeddings, input_tokens, task_probs)
     X = transform.transform(embeddings, input_tokens, task_probs)
     pri = [float((priors or {}).get(a, 0.5)) for a in arms]
