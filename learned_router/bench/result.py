@@ -154,9 +154,10 @@ def _utility(result: BenchResult, data: BenchDataset, te: NDArray[np.int64]) -> 
         util[mode] = np.array([float((Q[idx, ch] - w * C[idx, ch]).mean()) for w, ch in zip(ws, choices, strict=True)])
         result.routers[f"learned ({mode})"].extra["utility"] = util[mode].tolist()
     if "offline" in util:
-        gain = float((util["offline"] - rand).sum())
+        keep = ws >= 0  # negative weights (two-model sweeps) pay for quality: not a utility to compare
+        gain = float((util["offline"] - rand)[keep].sum())
         for mode, u in util.items():
-            share = float((u - rand).sum()) / gain if abs(gain) > 1e-12 else None
+            share = float((u - rand)[keep].sum()) / gain if abs(gain) > 1e-12 else None
             result.routers[f"learned ({mode})"].metrics["utility_share_of_offline"] = share
 
 

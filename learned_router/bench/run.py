@@ -48,17 +48,24 @@ def make_embedder(name: str) -> Any:
 
 
 def sweep_weights(mean_cost_1k: Array, points: int) -> Array:
-    """Trade-off settings: 0, then ``points - 1`` log-spaced cost weights spanning 'cost barely matters'
-    (a 0.3% quality trade for the whole price range) to 'only cost matters' (3 quality units for the gap
-    between the two cheapest models)."""
+    """Trade-off settings (quality per USD per 1,000 requests) from the models' mean predicted costs.
+
+    0, then log-spaced weights from 'cost barely matters' (0.3% quality for the whole price range) to 'only
+    cost matters' (3 quality units for the gap between the two cheapest models). With two models (the
+    RouteLLM setting) a quarter of the points are negative weights, i.e. paying extra for the stronger
+    model, so that the sweep reaches every share of strong-model calls from 0% to 100%.
+    """
     c = np.sort(np.asarray(mean_cost_1k, dtype=np.float64))
     span = max(c[-1] - c[0], 1e-12)
+    n_neg = max(points // 4, 1) if len(c) == 2 else 0
     lo = 0.003 / span
     gaps = np.diff(c)
     gap = gaps[gaps > span * 1e-3].min() if (gaps > span * 1e-3).any() else span
-    hi = max(3.0 / gap, lo * 10)
-    hi = min(hi, lo * 1e5)
-    return np.concatenate([[0.0], np.logspace(np.log10(lo), np.log10(hi), max(points - 1, 1))])
+    hi = min(max(3.0 / gap, lo * 10), lo * 1e5)
+    pos = np.concatenate([[0.0], np.logspace(np.log10(lo), np.log10(hi), max(points - n_neg - 1, 1))])
+    if not n_neg:
+        return pos
+    return np.concatenate([-np.logspace(np.log10(1.0 / span), np.log10(lo), n_neg), pos])
 
 
 def _task_probs(embeddings: NDArray[np.float32], embedder: Any, classifier_dir: Path | None
@@ -172,7 +179,8 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     true_c = data.cost_usd[te] * 1000.0
     # the oracle's frontier on a dense grid plus the cheapest model per prompt, so that it is exact enough
     # to dominate every router
-    dense = np.unique(np.concatenate([ws, np.logspace(np.log10(ws[1] / 100), np.log10(ws[-1] * 100), 200)]))
+    pos = ws[ws > 0]
+    dense = np.unique(np.concatenate([[0.0], pos, np.logspace(np.log10(pos[0] / 100), np.log10(pos[-1] * 100), 200)]))
     cheapest = _cheapest_best(Q_te, true_c)
     oracle = np.vstack([_swept(Q_te, true_c, dense), cheapest[None, :]])
     curves["oracle"] = RouterCurve("oracle", "oracle", [*dense.tolist(), float("inf")], *_points(oracle, data, te))
