@@ -1,4 +1,4 @@
-"""Contextual linear Thompson sampling in plain numpy, and the context transform it reads.
+"""Contextual linear Thompson sampling in plain numpy; contexts come from ``context.ContextTransform``.
 
 Per arm *a*, quality is modelled as ``q = x · theta_a + noise`` with a Gaussian prior
 ``theta_a ~ N(mu0_a, (noise_sd² / alpha) I)`` whose mean puts the arm's quality prior on the bias feature
