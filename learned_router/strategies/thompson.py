@@ -121,7 +121,8 @@ class ThompsonStrategy:
                 idx = [self._index[str(arms[i].arm)] for i in known]
                 mean[known] = self.model.mean(x, idx)
                 std[known] = self.model.std(x, idx)
-            cold = [i for i in range(len(arms)) if i not in set(known)]
+            known_set = set(known)
+            cold = [i for i in range(len(arms)) if i not in known_set]
             if cold:
                 alpha = self.model.alpha if self.model is not None else 1.0
                 scale = self.model.scale if self.model is not None else 0.25
