@@ -133,12 +133,22 @@ class ContextTransform:
                       task_probs: Mapping[str, float] | None = None) -> Array:
         """One context vector (shape (dim,)) from live features. A missing embedding maps to the training
         mean (no embedding signal); missing task probabilities to the training average."""
-        e = self.mean_ if embedding is None else np.asarray(embedding, dtype=np.float64)
-        if self.task_labels and task_probs:
-            t: ArrayLike | None = np.array([[float(task_probs.get(k, 0.0)) for k in self.task_labels]])
-        else:
-            t = self.task_mean_[None, :] if self.task_labels else None
-        return self.transform(np.reshape(e, (1, -1)), [input_tokens], t)[0]
+        if not hasattr(self, "components_"):
+            raise NotFittedError("ContextTransform.fit or from_state first")
+        e = self.mean_ if embedding is None else np.asarray(embedding, dtype=np.float64).reshape(-1)
+        out = np.empty(self.dim)
+        out[0] = 1.0
+        p, c = self.components_.shape[0], self.centroids_.shape[0]
+        out[1:1 + p] = self.components_ @ (e - self.mean_) * self.scales_
+        if c:
+            out[1 + p:1 + p + c] = self._memberships(e[None, :])[0]
+        t = len(self.task_labels)
+        if t:
+            probs = (np.array([float(task_probs.get(k, 0.0)) for k in self.task_labels]) if task_probs
+                     else self.task_mean_)
+            out[1 + p + c:1 + p + c + t] = probs - self.task_mean_
+        out[-1] = (np.log1p(float(input_tokens)) - self.len_mean_) / self.len_sd_
+        return out
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -192,8 +192,10 @@ class LinearTS:
     def std(self, x: ArrayLike, arms: Sequence[int] | None = None) -> Array:
         """Posterior standard deviation of the sampled quality per arm for one context, shape (K,)."""
         xv = np.asarray(x, dtype=np.float64).reshape(-1)
-        Ainv = self.Ainv_ if arms is None else self.Ainv_[self._index(arms)]
-        var = (Ainv @ xv) @ xv
+        if arms is None:
+            var = (self.Ainv_ @ xv) @ xv
+        else:  # per arm, so that no (K, d, d) block is copied
+            var = np.array([xv @ self.Ainv_[int(a)] @ xv for a in arms])
         return self.scale * np.sqrt(np.maximum(var, 0.0))
 
     def sample(self, x: ArrayLike, rng: np.random.Generator, arms: Sequence[int] | None = None) -> Array:
