@@ -15,6 +15,7 @@ import httpx
 
 from learned_router.errors import ProviderError, ProviderResponseError, ProviderUnavailable
 from learned_router.providers.base import (
+    endpoint_url,
     SSEEvent,
     classify_http_error,
     content_text,
@@ -158,7 +159,7 @@ class AnthropicAdapter:
         hdrs.update(headers)
         root = base_url.rstrip("/")
         url = root + ("/messages" if root.endswith("/v1") else "/v1/messages")
-        return httpx.Request("POST", url, headers=hdrs, content=json.dumps(body).encode())
+        return httpx.Request("POST", endpoint_url(url), headers=hdrs, content=json.dumps(body).encode())
 
     def parse_response(self, resp: httpx.Response) -> ProviderReply:
         data = json_body(resp)

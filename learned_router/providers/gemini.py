@@ -17,6 +17,7 @@ import httpx
 
 from learned_router.errors import ProviderError, RateLimited
 from learned_router.providers.base import (
+    endpoint_url,
     SSEEvent,
     classify_http_error,
     content_text,
@@ -154,7 +155,7 @@ class GeminiAdapter:
             root += "/v1beta"
         name = model.removeprefix("models/")
         url = f"{root}/models/{name}:" + ("streamGenerateContent?alt=sse" if stream else "generateContent")
-        return httpx.Request("POST", url, headers=hdrs, content=json.dumps(body).encode())
+        return httpx.Request("POST", endpoint_url(url), headers=hdrs, content=json.dumps(body).encode())
 
     def parse_response(self, resp: httpx.Response) -> ProviderReply:
         data = json_body(resp)

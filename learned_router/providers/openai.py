@@ -15,6 +15,7 @@ import httpx
 
 from learned_router.errors import ProviderError, ProviderUnavailable
 from learned_router.providers.base import (
+    endpoint_url,
     SSEEvent,
     classify_http_error,
     content_text,
@@ -108,7 +109,7 @@ class OpenAIAdapter:
         if api_key:
             hdrs["authorization"] = f"Bearer {api_key}"
         hdrs.update(headers)
-        return httpx.Request("POST", base_url.rstrip("/") + "/chat/completions", headers=hdrs,
+        return httpx.Request("POST", endpoint_url(base_url.rstrip("/") + "/chat/completions"), headers=hdrs,
                              content=json.dumps(body).encode())
 
     def parse_response(self, resp: httpx.Response) -> ProviderReply:
