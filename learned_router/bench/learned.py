@@ -114,7 +114,7 @@ def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, wei
 
 
 def _cv_full(Xtr: Array, Xte: Array, Rtr: Array, Rte: Array, priors: Array, alphas: Sequence[float]) -> Array:
-    """Summed squared test error per alpha of the full-information fit (one eigendecomposition)."""
+    """Summed squared test error, centred per prompt, per alpha of the full-information fit."""
     d = Xtr.shape[1]
     evals, V = np.linalg.eigh(Xtr.T @ Xtr)
     mu0 = np.zeros((d, len(priors)))
@@ -123,7 +123,12 @@ def _cv_full(Xtr: Array, Xte: Array, Rtr: Array, Rte: Array, priors: Array, alph
     out = np.empty(len(alphas))
     for i, alpha in enumerate(alphas):
         coef = V @ ((V.T @ (XtR + alpha * mu0)) / (evals + alpha)[:, None])
-        out[i] = float(((Xte @ coef - Rte) ** 2).sum())
+        resid = Xte @ coef - Rte
+        # routing depends only on differences between models for the same prompt: score the error of the
+        # predictions centred per prompt (for two models, the error of the predicted quality gap)
+        if resid.shape[1] > 1:
+            resid = resid - resid.mean(axis=1, keepdims=True)
+        out[i] = float((resid ** 2).sum())
     return out
 
 
