@@ -53,7 +53,7 @@ class LearnedFit:
     n_components: int
     n_clusters: int
     alpha: float
-    cv_mse: float
+    cv_mse: float  # offline: squared error centred per prompt; bandit: squared error of the logged arm
 
     def contexts(self, inputs: TrainInputs) -> Array:
         return self.transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)

@@ -217,7 +217,7 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
             choices = _swept(q_hat, own_c, ws)
             predictions[f"learned ({m})"] = q_hat
             hyper[m] = {"n_components": fit.n_components, "n_clusters": fit.n_clusters, "alpha": fit.alpha,
-                        "cv_mse": fit.cv_mse,
+                        "cv_error": fit.cv_mse,
                         "dim": fit.model.dim}
         else:
             X = online_transform(E, data.input_tokens, tr, ONLINE["n_components"]).transform(E, data.input_tokens)
