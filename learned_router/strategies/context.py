@@ -42,6 +42,8 @@ def spherical_kmeans(X: Array, k: int, *, n_iter: int = 10, seed: int = 0) -> Ar
     return C
 
 
+_LEN_CLIP = 4.0  # standardised log prompt length is clipped to [-4, 4]
+
 class ContextTransform:
     """Fitted map from (embedding, input tokens, task probabilities) to a context vector.
 
@@ -95,7 +97,9 @@ class ContextTransform:
             self.centroids_ = np.zeros((0, E.shape[1]))
             self.cluster_mean_ = np.zeros(0)
         lt = np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1))
-        self.len_mean_, self.len_sd_ = float(lt.mean()), float(max(lt.std(), 1e-6))
+        # A floor on the spread: traffic of near-constant length must not turn an unusual prompt length
+        # into a huge feature value (and an unbounded posterior variance) at serving time.
+        self.len_mean_, self.len_sd_ = float(lt.mean()), float(max(lt.std(), 0.5))
         T = self._task_matrix(task_probs, len(E))
         self.task_mean_ = T.mean(axis=0) if len(T) else np.zeros(len(self.task_labels))
         return self
@@ -127,7 +131,7 @@ class ContextTransform:
         Z = (E - self.mean_) @ self.components_.T * self.scales_
         T = self._task_matrix(task_probs, n) - self.task_mean_
         lt = (np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1)) - self.len_mean_) / self.len_sd_
-        return np.hstack([np.ones((n, 1)), Z, self._memberships(E), T, lt[:, None]])
+        return np.hstack([np.ones((n, 1)), Z, self._memberships(E), T, np.clip(lt, -_LEN_CLIP, _LEN_CLIP)[:, None]])
 
     def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
                       task_probs: Mapping[str, float] | None = None) -> Array:
@@ -147,7 +151,7 @@ class ContextTransform:
             probs = (np.array([float(task_probs.get(k, 0.0)) for k in self.task_labels]) if task_probs
                      else self.task_mean_)
             out[1 + p + c:1 + p + c + t] = probs - self.task_mean_
-        out[-1] = (np.log1p(float(input_tokens)) - self.len_mean_) / self.len_sd_
+        out[-1] = min(_LEN_CLIP, max(-_LEN_CLIP, (np.log1p(float(input_tokens)) - self.len_mean_) / self.len_sd_))
         return out
 
     def to_state(self) -> dict[str, Any]:
