@@ -223,7 +223,9 @@ def print_ab_report(data: Mapping[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = console or Console()
+    from learned_router.reporting import table_console
+
+    con = console or table_console()
     if not data.get("experiments"):
         con.print("No experiment traffic in this log.")
         return

@@ -10,7 +10,16 @@ from rich.table import Table
 
 from learned_router.types import Decision
 
-__all__ = ["print_decision", "print_report", "report_lines"]
+__all__ = ["print_decision", "print_report", "report_lines", "table_console"]
+
+
+def table_console(min_width: int = 160, **kwargs: object) -> Console:
+    """A console for wide tables. Written to a pipe or a file (no terminal to fit), it is at least
+    ``min_width`` columns wide, so numbers are never cut to ``…`` by rich's default of 80 columns."""
+    console = Console(**kwargs)  # type: ignore[arg-type]
+    if not console.is_terminal and console.width < min_width:
+        console = Console(width=min_width, **kwargs)  # type: ignore[arg-type]
+    return console
 
 
 def print_decision(decision: Decision, console: Console | None = None) -> None:

@@ -328,7 +328,9 @@ def _summary(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    from learned_router.reporting import table_console
+
+    con = table_console()
     table = Table(title=f"Off-policy estimates on {report['n_holdout']} held-out decisions (95% intervals)")
     for col in ("policy", "utility (DR)", "quality (DR)", "cost USD (DR)", "latency s (DR)"):
         table.add_column(col)

@@ -42,7 +42,9 @@ def bench_command(dataset_dir: str | Path, mode: str = "offline", json_out: str 
     if json_print:
         print(json.dumps(payload, indent=1))
     else:
-        console = Console()
+        from learned_router.reporting import table_console
+
+        console = table_console()
         from learned_router.bench.report import render_tables
 
         for table in render_tables(result):
