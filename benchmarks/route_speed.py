@@ -72,7 +72,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=3000)
     args = ap.parse_args()
-    from rich.console import Console
     from rich.table import Table
 
     from learned_router import ChatRequest, Router
@@ -142,7 +141,9 @@ def main() -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(*r)
-    console = Console()
+    from learned_router.reporting import table_console
+
+    console = table_console(120)
     console.print(table)
     console.print(f"memory: {base_mb:.0f} MB before, {loaded_mb:.0f} MB with the routers, MiniLM and the static "
                   f"table loaded (+{loaded_mb - base_mb:.0f} MB)")
