@@ -40,6 +40,7 @@ def filter_arms(
     budget_reason: Callable[[str, float], str | None],
     pinned: set[str] | None = None,
     availability: Callable[[ArmStats, float], float] | None = None,
+    arm_ids: Sequence[ArmId] | None = None,
 ) -> tuple[list[ArmView], dict[ArmId, str]]:
     """Split ``providers`` into eligible arms (as ArmViews) and excluded arms with their reason.
 
@@ -50,6 +51,7 @@ def filter_arms(
         budget_reason: (provider name, estimated cost) → None, or why the provider's budget refuses it.
         pinned: when given, only these arms (or provider names) may serve.
         availability: (stats, now) → current availability (``LiveStats.availability``); default: as stored.
+        arm_ids: the arm id of each provider, precomputed (else built here).
     """
     eligible: list[ArmView] = []
     excluded: dict[ArmId, str] = {}
@@ -57,8 +59,8 @@ def filter_arms(
     want_out = request.max_tokens or features.output_tokens_est
     region = request.region
     ceiling = request.max_cost_usd
-    for p in providers:
-        arm = ArmId(f"{p.name}::{p.model}")
+    ids = arm_ids if arm_ids is not None else [ArmId(f"{p.name}::{p.model}") for p in providers]
+    for p, arm in zip(providers, ids, strict=True):
         s = stats[arm]
         out_tokens = want_out if want_out < p.max_output_tokens else p.max_output_tokens
         cost = (in_tokens * p.price_in_per_mtok + out_tokens * p.price_out_per_mtok) / 1e6

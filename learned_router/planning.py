@@ -63,6 +63,7 @@ class Planner:
     def __post_init__(self) -> None:
         self.by_arm = {arm_id(p.name, p.model): p for p in self.config.providers}
         self._routable = [p for p in self.config.providers if p.route]
+        self._routable_ids = [arm_id(p.name, p.model) for p in self._routable]
         self._names = {p.name: arm_id(p.name, p.model) for p in self._routable}
         r = self.config.routing
         self._rules = EligibilityRules(r.availability_threshold, r.availability_min_calls)
@@ -109,6 +110,7 @@ class Planner:
             self._routable, req, features, self.stats.snapshot(), now=self.clock.monotonic(),
             rules=self._rules, breaker_available=self.breaker.available,
             budget_reason=self.budget.provider_headroom, pinned=pinned, availability=self.stats.availability,
+            arm_ids=self._routable_ids,
         )
         if not eligible:
             raise NoEligibleArmError(excluded)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,12 +39,12 @@ class Features:
         return max(self.task_probs.items(), key=lambda kv: kv[1])[0]
 
 
-@dataclass(frozen=True, slots=True)
-class ArmView:
+class ArmView(NamedTuple):
     """One eligible arm as a strategy sees it: its config plus live measurements.
 
     ``quality`` and ``latency_s`` are moving averages initialised from the priors; ``est_cost_usd`` is the
-    predicted cost of this request on this arm.
+    predicted cost of this request on this arm. (A NamedTuple rather than a frozen dataclass: one is built
+    per arm per request, and a tuple is built about three times faster.)
     """
 
     arm: ArmId
