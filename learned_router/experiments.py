@@ -220,7 +220,6 @@ def _compare(a: list[tuple[float, float]], b: list[tuple[float, float]], metric:
 
 def print_ab_report(data: Mapping[str, Any], console: Any = None) -> None:
     """Render :func:`ab_report` output as rich tables."""
-    from rich.console import Console
     from rich.table import Table
 
     from learned_router.reporting import table_console

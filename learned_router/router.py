@@ -22,8 +22,7 @@ from learned_router.analytics import Analytics
 from learned_router.breaker import CircuitBreaker
 from learned_router.budget import BudgetLedger
 from learned_router.config import RouterConfig, load_config
-from learned_router.eligibility import EligibilityRules, estimate_cost_usd, filter_arms
-from learned_router.errors import NoEligibleArmError, ProviderError, RouterError
+from learned_router.errors import ProviderError, RouterError
 from learned_router.failover import FailoverRun
 from learned_router.planning import Planner, build_planner
 from learned_router.protocols import Clock, SystemClock

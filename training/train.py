@@ -325,7 +325,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _summary(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from learned_router.reporting import table_console
