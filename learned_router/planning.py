@@ -128,15 +128,16 @@ class Planner:
         provider, model = split_arm(first)
         decision = Decision(
             request_id=req.request_id, arm=first, provider=provider, model=model, strategy=used,
-            ranking=ranking.arms, scores=dict(ranking.scores), propensities=dict(ranking.propensities),
-            excluded={str(k): v for k, v in excluded.items()}, fallback_reason=reason,
+            # The strategy built these mappings for this decision alone: no defensive copies on the hot path.
+            ranking=ranking.arms, scores=ranking.scores, propensities=ranking.propensities,
+            excluded=excluded, fallback_reason=reason,
             policy_version=str(ranking.info.get("version", "")),
             experiment=assignment.experiment if assignment else None,
             variant=assignment.variant if assignment else None,
             assignment_p=assignment.probability if assignment else None,
-            task_probs=dict(features.task_probs), input_tokens_est=features.input_tokens,
+            task_probs=features.task_probs, input_tokens_est=features.input_tokens,
             output_tokens_est=features.output_tokens_est,
-            est_cost_usd={str(a.arm): a.est_cost_usd for a in eligible}, weights=weights,
+            est_cost_usd={a.arm: a.est_cost_usd for a in eligible}, weights=weights,
         )
         return decision, features
 

@@ -43,9 +43,9 @@ def _rank(arms: Sequence[ArmView], ctx: Context, score: Callable[[ArmView], floa
         key=lambda a: (tier(a), -scored[a.arm], 0 if prefer and a.provider.region == prefer else 1, a.arm),
     )
     ranked = tuple(a.arm for a in order)
-    props = {str(a): (1.0 if i == 0 else 0.0) for i, a in enumerate(ranked)}
-    return Ranking(arms=ranked, scores={str(k): v for k, v in scored.items()}, propensities=props,
-                   info={"strategy": name})
+    props = dict.fromkeys(ranked, 0.0)
+    props[ranked[0]] = 1.0
+    return Ranking(arms=ranked, scores=scored, propensities=props, info={"strategy": name})
 
 
 class _Rule:
