@@ -55,7 +55,6 @@ class _Pending:
     cost_usd: float
     latency_s: float
     tenant: str | None
-    strategy: str
 
 
 class Router:
@@ -268,8 +267,7 @@ class Router:
         if outcome.served_arm is not None:
             with self._pending_lock:
                 self._pending[decision.request_id] = _Pending(
-                    outcome.served_arm, features, outcome.cost_usd, outcome.latency_s, run.request.tenant,
-                    decision.strategy)
+                    outcome.served_arm, features, outcome.cost_usd, outcome.latency_s, run.request.tenant)
                 while len(self._pending) > self.max_pending:
                     self._pending.popitem(last=False)
         log.info("request %s served_by=%s latency_ms=%.1f cost_usd=%.6f fallbacks=%d", decision.request_id,
