@@ -210,3 +210,15 @@ def test_epsilon_exploration_logs_exact_propensities(seed):
     share = sum(d.provider == "gpt-3.5" for d in picks) / len(picks)
     assert abs(share - 0.1) < 0.03
     assert all(set(d.ranking) == {"gpt-4::gpt-4", "gpt-3.5::gpt-3.5-turbo"} for d in picks)
+
+
+def test_example_config_from_the_readme_routes_without_keys():
+    root = Path(__file__).resolve().parent.parent
+    router = Router.from_config(root / "examples" / "router.yaml", log=False)
+    d = router.route({**MSG, "region": "eu"})
+    assert d.provider in {"gemini-flash", "local-llama"}
+    assert all("required region eu" in why for arm, why in d.excluded.items())
+    code = router.route({**MSG, "strategy": "task", "task_hint": "code"})
+    # the providers listed for code lead, ordered by the balanced score among them
+    assert set(code.ranking[:2]) == {"claude-sonnet::claude-sonnet-4-5", "gpt-4o::gpt-4o"}
+    assert router.route({**MSG, "model": "auto-cheap"}).strategy == "cost"

@@ -110,9 +110,9 @@ class BalancedStrategy(_Rule):
 
 
 class TaskStrategy(_Rule):
-    """The providers preferred for the request's task (``routing.task_preferences``: task → provider names,
-    most preferred first) lead the ranking, ordered by the balanced score; the rest follow by the same score.
-    The task is the request's ``task_hint``, else the classifier's most probable task."""
+    """The providers preferred for the request's task (``routing.task_preferences``: task → provider
+    names) lead the ranking, ordered by the balanced score; the rest follow by the same score. The task is
+    the request's ``task_hint``, else the classifier's most probable task."""
 
     name = "task"
 
