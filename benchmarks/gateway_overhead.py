@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+BENCH_KEY = "sk-bench-loopback-only"  # LiteLLM's proxy refuses to start without a master key; ours ignores it
 TARGETS = {"added_p50_ms": 1.5, "added_p99_ms": 5.0, "rps_c32": 300.0}
 UPSTREAM = """
 import uvicorn
@@ -96,7 +98,7 @@ def sequential(targets: dict[str, tuple[str, str]], n: int) -> dict[str, list[fl
     """Concurrency 1: alternate the targets request by request, so that drift in machine load hits both."""
     import openai
 
-    clients = {name: openai.OpenAI(base_url=url, api_key="bench", max_retries=0,
+    clients = {name: openai.OpenAI(base_url=url, api_key=BENCH_KEY, max_retries=0,
                                    http_client=httpx.Client(timeout=30)) for name, (url, _) in targets.items()}
     times: dict[str, list[float]] = {name: [] for name in targets}
     messages = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
@@ -112,7 +114,7 @@ def sequential(targets: dict[str, tuple[str, str]], n: int) -> dict[str, list[fl
 async def concurrent(url: str, model: str, total: int, workers: int) -> dict[str, Any]:
     import openai
 
-    client = openai.AsyncOpenAI(base_url=url, api_key="bench", max_retries=0,
+    client = openai.AsyncOpenAI(base_url=url, api_key=BENCH_KEY, max_retries=0,
                                 http_client=httpx.AsyncClient(timeout=30, limits=httpx.Limits(
                                     max_connections=workers, max_keepalive_connections=workers)))
     messages = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
@@ -157,6 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--concurrent-requests", type=int, default=3000, help="requests per path at concurrency 32")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--litellm", default=os.environ.get("LITELLM_BIN") or shutil.which("litellm"),
+                    help="the `litellm` proxy executable (from `pip install 'litellm[proxy]'`, best in a venv of "
+                         "its own); when given, the LiteLLM proxy on the same upstream is a second baseline")
     args = ap.parse_args(argv)
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -175,21 +180,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }))
             serve = [sys.executable, "-m", "learned_router", "serve", "--config", str(cfg), "--port", str(gw_port)]
             procs.append(start(serve, f"http://127.0.0.1:{gw_port}/health", env))
-        direct = (f"http://127.0.0.1:{up_port}/v1", "sim-1")
-        gateway = (f"http://127.0.0.1:{gw_port}/v1", "auto")
+            targets = {"direct": (f"http://127.0.0.1:{up_port}/v1", "sim-1"),
+                       "gateway": (f"http://127.0.0.1:{gw_port}/v1", "auto")}
+            litellm_note = "skipped: no `litellm` executable (pip install 'litellm[proxy]'; --litellm PATH)"
+            if args.litellm:
+                ll_port = free_port()
+                ll_cfg = Path(tmp) / "litellm.yaml"
+                ll_cfg.write_text(json.dumps({
+                    "model_list": [{"model_name": "sim-1", "litellm_params": {
+                        "model": "openai/sim-1", "api_base": f"http://127.0.0.1:{up_port}/v1", "api_key": "none"}}],
+                    "general_settings": {"master_key": BENCH_KEY},
+                    "litellm_settings": {"telemetry": False},
+                }))
+                procs.append(start([args.litellm, "--config", str(ll_cfg), "--port", str(ll_port)],
+                                   f"http://127.0.0.1:{ll_port}/health/liveliness", env))
+                targets["litellm"] = (f"http://127.0.0.1:{ll_port}/v1", "sim-1")
+                litellm_note = "measured"
 
-        seq = sequential({"direct": direct, "gateway": gateway}, args.requests)
+        seq = sequential(targets, args.requests)
         c1 = {name: pct(samples) for name, samples in seq.items()}
         added = {"p50_ms": c1["gateway"]["p50_ms"] - c1["direct"]["p50_ms"],
                  "p99_ms": c1["gateway"]["p99_ms"] - c1["direct"]["p99_ms"]}
         c32 = {}
-        for name, (url, model) in (("direct", direct), ("gateway", gateway)):
-            before = (cpu_s(procs[0]), cpu_s(procs[1]))
+        for i, (name, (url, model)) in enumerate(targets.items()):
+            server = procs[i] if i else None  # the proxy in front of the upstream (none for direct)
+            before = (cpu_s(procs[0]), cpu_s(server) if server else 0.0)
             c32[name] = asyncio.run(concurrent(url, model, args.concurrent_requests, args.concurrency))
             # the warm-up round adds `concurrency` requests to the measured ones
             n = args.concurrent_requests + args.concurrency
             c32[name]["upstream_cpu_ms_per_request"] = 1000 * (cpu_s(procs[0]) - before[0]) / n
-            c32[name]["gateway_cpu_ms_per_request"] = 1000 * (cpu_s(procs[1]) - before[1]) / n
+            c32[name]["gateway_cpu_ms_per_request"] = 1000 * ((cpu_s(server) if server else 0.0) - before[1]) / n
         server_side = gateway_overhead_from_metrics(f"http://127.0.0.1:{gw_port}/metrics")
     finally:
         for proc in reversed(procs):
@@ -199,23 +219,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    try:
-        import litellm  # noqa: F401
-        litellm_note = "litellm is importable but its proxy baseline is not implemented in this script"
-    except ImportError:
-        litellm_note = "skipped: litellm is not installed"
-
     result = {"concurrency_1": {**c1, "added": added}, f"concurrency_{args.concurrency}": c32,
               "load_average_before": load_before,
               "gateway_routing_overhead": server_side, "litellm_proxy": litellm_note, "targets": TARGETS}
     print(f"concurrency 1 ({args.requests} requests per path, interleaved)")
-    for name in ("direct", "gateway"):
+    for name in c1:
         r = c1[name]
         print(f"  {name:8s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms")
     print(f"  added    p50 {added['p50_ms']:7.2f} ms   p99 {added['p99_ms']:7.2f} ms   "
           f"(targets <= {TARGETS['added_p50_ms']} / {TARGETS['added_p99_ms']} ms)")
     print(f"concurrency {args.concurrency} ({args.concurrent_requests} requests per path)")
-    for name in ("direct", "gateway"):
+    for name in c32:
         r = c32[name]
         print(f"  {name:8s} {r['rps']:7.0f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
               f"errors {sum(r['errors'].values())} {r['errors'] or ''}")
@@ -229,7 +243,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  machine: {os.cpu_count()} cores, load average before the run {load_before}")
     if server_side:
         print(f"gateway's own routing overhead (mean, from /metrics): {server_side['mean_ms']:.2f} ms")
-    print(f"LiteLLM proxy baseline: {litellm_note}")
+    if "litellm" in c1:
+        ll = c1["litellm"]["p50_ms"] - c1["direct"]["p50_ms"]
+        print(f"LiteLLM proxy baseline: added p50 {ll:.2f} ms at concurrency 1, {c32['litellm']['rps']:.0f} req/s at "
+              f"concurrency {args.concurrency}, CPU {c32['litellm']['gateway_cpu_ms_per_request']:.2f} ms/request")
+    else:
+        print(f"LiteLLM proxy baseline: {litellm_note}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return result
