@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,7 +104,7 @@ def _normalise(mat: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
     return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
 
-class _CachedEmbedder:
+class _CachedEmbedder(ABC):
     """Shared batch + cache logic: subclasses implement ``_compute(texts) -> (m, dim)`` normalised rows."""
 
     name: str
@@ -112,8 +113,9 @@ class _CachedEmbedder:
     def __init__(self, cache_size: int) -> None:
         self._cache = _VectorCache(cache_size)
 
+    @abstractmethod
     def _compute(self, texts: list[str]) -> NDArray[np.float32]:
-        raise NotImplementedError
+        """Embed ``texts`` (cache misses only), one L2-normalised float32 row each."""
 
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Embed a batch of texts.
