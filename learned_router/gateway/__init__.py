@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP gateway: ``create_app(router)`` returns an ASGI app (FastAPI), ``serve`` runs
-it under uvicorn. See ``gateway.app`` for the endpoints, ``gateway.wire`` for the routing headers,
+"""The OpenAI-compatible HTTP gateway: ``create_app(router)`` returns an ASGI app, ``serve`` runs it under
+uvicorn. See ``gateway.app`` for the endpoints, ``gateway.wire`` for the routing headers,
 ``gateway.auth`` for keys, ``gateway.errors`` for the error answers and ``gateway.sse`` for streaming."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The OpenAI-compatible HTTP gateway: ``create_app(router)`` → a FastAPI (ASGI) app. No global state: all
-of it lives on the router and on the app.
+"""The OpenAI-compatible HTTP gateway: ``create_app(router)`` → an ASGI app. No global state: all of it lives
+on the router and on the app.
 
 Endpoints:
 
@@ -13,26 +13,25 @@ Endpoints:
 * ``GET /metrics`` (Prometheus text) and ``GET /health`` (200 ready / 503 not ready); both need no key.
 
 Authentication and the error answers are described in ``gateway.auth`` and ``gateway.errors``; streaming in
-``gateway.sse``.
+``gateway.sse``; the ASGI plumbing (dispatch, bodies, lifespan) in ``gateway.asgi``.
 """
 
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import logging
 import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from learned_router.config import resolve_secret
 from learned_router.errors import AllAttemptsFailedError
+from learned_router.gateway.asgi import GatewayApp, Reply, Request
 from learned_router.gateway.auth import KeyRing
 from learned_router.gateway.errors import HttpError, Redactor, error_body, to_http_error
 from learned_router.gateway.health import health_report
@@ -51,17 +50,16 @@ from learned_router.gateway.wire import (
 from learned_router.router import AsyncRouter, Router
 from learned_router.types import ChatRequest, Completion, split_arm
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-    from starlette.requests import Request
-    from starlette.responses import Response
-
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "create_app"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 _CHAT = "/v1/chat/completions"
+_REQUEST_ID = HEADER_REQUEST_ID.encode()
+_PROVIDER = HEADER_PROVIDER.encode()
+_MODEL = HEADER_MODEL.encode()
+_COST = HEADER_COST.encode()
 
 
 def _as_async(router: Any) -> Any:
@@ -99,12 +97,7 @@ class _Gateway:
         self._models = json.dumps(self._model_list()).encode()
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _json(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        from starlette.responses import Response
-
-        return Response(body, status_code=status, headers=headers, media_type="application/json")
-
-    def _error(self, exc: BaseException, route: str, request_id: str | None = None) -> Response:
+    def _error(self, exc: BaseException, route: str, request_id: str | None = None) -> Reply:
         err = to_http_error(exc, self.redact)
         if err.status >= 500:
             if err.code == "internal_error":
@@ -112,32 +105,12 @@ class _Gateway:
                           self.redact("".join(traceback.format_exception(exc)).rstrip()))
             else:
                 log.warning("request %s answered %d: %s", request_id, err.status, self.redact(err.message))
-        headers = dict(err.headers)
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()]
         if request_id is not None:
-            headers[HEADER_REQUEST_ID] = request_id
+            headers.append((_REQUEST_ID, request_id.encode()))
         self.metrics.http(route, err.status)
         self.metrics.error(err.kind, err.code)
-        return self._json(err.encode(self.redact), err.status, headers)
-
-    async def _body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise HttpError(400, "invalid Content-Length header", code="invalid_request") from None
-            if size > self.max_body_bytes:
-                raise HttpError(413, f"request body of {size} bytes exceeds the limit of {self.max_body_bytes}",
-                                code="request_too_large")
-        parts: list[bytes] = []
-        total = 0
-        async for part in request.stream():
-            total += len(part)
-            if total > self.max_body_bytes:
-                raise HttpError(413, f"request body exceeds the limit of {self.max_body_bytes} bytes",
-                                code="request_too_large")
-            parts.append(part)
-        return b"".join(parts)
+        return Reply(err.encode(self.redact), err.status, headers)
 
     def _model_list(self) -> dict[str, Any]:
         cfg = self.router.config
@@ -153,15 +126,16 @@ class _Gateway:
         return {"object": "list", "data": data}
 
     # -- endpoints ----------------------------------------------------------------------------------------
-    async def chat(self, request: Request) -> Response:
+    async def chat(self, request: Request) -> Any:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex
         self.metrics.in_flight.inc()
         handed_off = False  # a started stream decrements in_flight itself when it closes
         try:
-            tenant = self.keys.tenant_for(request.headers.get("authorization"))
-            body = await self._body(request)
-            req = parse_chat_request(body, request.headers, request_id=request_id, tenant=tenant)
+            headers = request.headers
+            tenant = self.keys.tenant_for(headers.get("authorization"))
+            body = await request.body(self.max_body_bytes)
+            req = parse_chat_request(body, headers, request_id=request_id, tenant=tenant)
             if req.stream:
                 response = await self._stream(req, started)
                 handed_off = True
@@ -178,11 +152,11 @@ class _Gateway:
                 self.metrics.in_flight.dec()
         self.metrics.served(completion, total_s=time.perf_counter() - started, stream=False)
         self.metrics.http(_CHAT, 200)
-        headers = {HEADER_REQUEST_ID: request_id, HEADER_PROVIDER: completion.provider,
-                   HEADER_MODEL: completion.model, HEADER_COST: f"{completion.cost_usd:.10f}"}
-        return self._json(json.dumps(completion_body(completion)).encode(), 200, headers)
+        return Reply(json.dumps(completion_body(completion)).encode(), 200, [
+            (_REQUEST_ID, request_id.encode()), (_PROVIDER, completion.provider.encode()),
+            (_MODEL, completion.model.encode()), (_COST, b"%.10f" % completion.cost_usd)])
 
-    async def _stream(self, req: ChatRequest, started: float) -> Response:
+    async def _stream(self, req: ChatRequest, started: float) -> Any:
         """Start a stream: wait for the first chunk (failover happens before it), then relay."""
         stream = await self.router.astream(req)
         chunks = stream.__aiter__()
@@ -223,19 +197,19 @@ class _Gateway:
         headers = {HEADER_REQUEST_ID: req.request_id, HEADER_PROVIDER: provider, HEADER_MODEL: model}
         return SSEResponse(events, headers, source=chunks, on_close=self.metrics.in_flight.dec)
 
-    async def models(self, request: Request) -> Response:
+    async def models(self, request: Request) -> Reply:
         try:
             self.keys.tenant_for(request.headers.get("authorization"))
         except HttpError as exc:
             return self._error(exc, "/v1/models")
         self.metrics.http("/v1/models", 200)
-        return self._json(self._models)
+        return Reply(self._models)
 
-    async def feedback(self, request: Request) -> Response:
+    async def feedback(self, request: Request) -> Reply:
         route = "/v1/feedback"
         try:
             tenant = self.keys.tenant_for(request.headers.get("authorization"))
-            fb = parse_feedback(await self._body(request))
+            fb = parse_feedback(await request.body(self.max_body_bytes))
             # The decision log may wait for its writer and open SQLite: keep that off the event loop.
             ok = await anyio.to_thread.run_sync(functools.partial(
                 Router.feedback, self.router, fb.request_id, fb.quality, source=fb.source, tenant=tenant))
@@ -246,22 +220,27 @@ class _Gateway:
             return self._error(HttpError(404, f"no served request with id '{fb.request_id}' for this tenant",
                                          code="request_not_found", param="request_id"), route)
         self.metrics.http(route, 200)
-        return self._json(json.dumps({"request_id": fb.request_id, "accepted": True}).encode())
+        return Reply(json.dumps({"request_id": fb.request_id, "accepted": True}).encode())
 
-    async def health(self, request: Request) -> Response:
+    async def health(self, request: Request) -> Reply:
         ready, body = health_report(self.router)
         self.metrics.http("/health", 200 if ready else 503)
-        return self._json(json.dumps(body).encode(), 200 if ready else 503)
+        return Reply(json.dumps(body).encode(), 200 if ready else 503)
 
-    async def prometheus(self, request: Request) -> Response:
-        from starlette.responses import Response
-
+    async def prometheus(self, request: Request) -> Reply:
         self.metrics.http("/metrics", 200)
-        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+        return Reply(self.metrics.render(), content_type=CONTENT_TYPE.encode())
+
+    def not_found(self, status: int, request: Request) -> Reply:
+        """The answer to an unknown path (404) or a method a path does not take (405)."""
+        detail, code = ("Not Found", "not_found") if status == 404 else ("Method Not Allowed", "method_not_allowed")
+        body = error_body(f"{detail}: {request.scope['method']} {request.scope['path']}", "invalid_request_error",
+                          code)
+        return Reply(json.dumps(body).encode(), status)
 
 
 def create_app(router: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, close_router: bool = False,
-               redact: Iterable[str] = (), on_shutdown: Iterable[Callable[[], Awaitable[Any]]] = ()) -> FastAPI:
+               redact: Iterable[str] = (), on_shutdown: Iterable[Callable[[], Awaitable[Any]]] = ()) -> GatewayApp:
     """The gateway app serving ``router``.
 
     Args:
@@ -271,48 +250,19 @@ def create_app(router: Any, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, clo
         redact: more secret strings to scrub from every answer and log line (provider keys are always
             scrubbed).
         on_shutdown: coroutine functions awaited when the app shuts down (after the router is closed).
+
+    The app's ``gateway`` attribute holds the handlers (and their ``metrics``), ``router`` the AsyncRouter.
     """
-    from fastapi import FastAPI
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-    from starlette.responses import Response
-
     arouter = _as_async(router)
-    shutdown = list(on_shutdown)
     gw = _Gateway(arouter, max_body_bytes=max_body_bytes, secrets=redact)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if close_router:
-            await arouter.aclose()
-        for hook in shutdown:
-            await hook()
-
-    options: dict[str, Any] = {}
-    if "telemetry" in inspect.signature(FastAPI).parameters:
-        # Recent FastAPI versions trace through OpenTelemetry when a provider is configured; the gateway
-        # exports its own Prometheus metrics, so keep the hot path free of it.
-        options["telemetry"] = {"tracing": False, "metrics": False, "logs": False}
-    app = FastAPI(title="learned-router gateway", openapi_url=None, docs_url=None, redoc_url=None,
-                  lifespan=lifespan, **options)
-    app.state.gateway = gw
-    app.state.router = arouter
-    app.add_route(_CHAT, gw.chat, methods=["POST"])
-    app.add_route("/v1/models", gw.models, methods=["GET"])
-    app.add_route("/v1/feedback", gw.feedback, methods=["POST"])
-    app.add_route("/health", gw.health, methods=["GET"])
-    app.add_route("/metrics", gw.prometheus, methods=["GET"])
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        status = getattr(exc, "status_code", 500)
-        detail = getattr(exc, "detail", "error")
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-        body = error_body(f"{detail}: {request.method} {request.url.path}", "invalid_request_error", code)
-        return Response(json.dumps(body).encode(), status_code=status, media_type="application/json")
-
-    async def unexpected(request: Request, exc: Exception) -> Response:
-        return gw._error(exc, request.url.path)
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    hooks: list[Callable[[], Awaitable[Any]]] = [arouter.aclose] if close_router else []
+    app = GatewayApp({
+        _CHAT: {"POST": gw.chat},
+        "/v1/models": {"GET": gw.models},
+        "/v1/feedback": {"POST": gw.feedback},
+        "/health": {"GET": gw.health},
+        "/metrics": {"GET": gw.prometheus},
+    }, not_found=gw.not_found, on_error=gw._error, on_shutdown=[*hooks, *on_shutdown])
+    app.gateway = gw  # type: ignore[attr-defined]
+    app.router = arouter  # type: ignore[attr-defined]
     return app

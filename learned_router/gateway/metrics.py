@@ -112,24 +112,32 @@ class GatewayMetrics:
         self._lock = threading.Lock()
         self._n_decisions = 0
         self._n_exploratory = 0
-        self._children: dict[str, tuple[Any, Any, Any]] = {}
+        # Label children looked up once per label set: ``labels()`` builds a key and takes a lock each time.
+        self._children: dict[tuple[Any, ...], Any] = {}
         r.register(_RouterState(router, self))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- recording ----------------------------------------------------------------------------------------
     def http(self, route: str, status: int) -> None:
-        self.http_requests.labels(route, str(status)).inc()
+        self._child(self.http_requests, route, str(status)).inc()
 
     def error(self, kind: str, code: str | None) -> None:
-        self.request_errors.labels(kind, code or "").inc()
+        self._child(self.request_errors, kind, code or "").inc()
 
     def decision(self, decision: Decision) -> None:
         exploratory = decision.propensities.get(decision.arm, 1.0) < 1.0 - 1e-9
         with self._lock:
             self._n_decisions += 1
             self._n_exploratory += exploratory
-        self.decisions.labels(decision.strategy).inc()
+        self._child(self.decisions, decision.strategy).inc()
         if exploratory:
-            self.exploratory.labels(decision.strategy).inc()
+            self._child(self.exploratory, decision.strategy).inc()
 
     def exploration_rate(self) -> float:
         with self._lock:
@@ -140,9 +148,9 @@ class GatewayMetrics:
         spent = 0.0
         for a in attempts:
             provider = split_arm(a.arm)[0]
-            self.attempts.labels(provider, a.status).inc()
+            self._child(self.attempts, provider, a.status).inc()
             if a.status == "error":
-                self.provider_errors.labels(provider, a.error_kind or "error").inc()
+                self._child(self.provider_errors, provider, a.error_kind or "error").inc()
             spent += a.latency_s
         return spent
 
@@ -152,25 +160,16 @@ class GatewayMetrics:
         label = "true" if stream else "false"
         self.decision(c.decision)
         spent = self.attempts_seen(c.outcome.attempts)
-        self.duration.labels(label).observe(total_s)
-        self.overhead.labels(label).observe(max(0.0, total_s - spent))
-        cost, tokens_in, tokens_out = self._served_children(c.provider)
-        cost.inc(c.cost_usd)
-        tokens_in.inc(c.input_tokens)
-        tokens_out.inc(c.output_tokens)
-
-    def _served_children(self, provider: str) -> tuple[Any, Any, Any]:
-        """The per-provider counter children, looked up once per provider (``labels`` takes a lock)."""
-        children = self._children.get(provider)
-        if children is None:
-            children = (self.cost.labels(provider), self.tokens.labels(provider, "input"),
-                        self.tokens.labels(provider, "output"))
-            self._children[provider] = children
-        return children
+        self._child(self.duration, label).observe(total_s)
+        self._child(self.overhead, label).observe(max(0.0, total_s - spent))
+        provider = c.provider
+        self._child(self.cost, provider).inc(c.cost_usd)
+        self._child(self.tokens, provider, "input").inc(c.input_tokens)
+        self._child(self.tokens, provider, "output").inc(c.output_tokens)
 
     def failed(self, attempts: Sequence[Attempt], *, total_s: float, stream: bool) -> None:
         self.attempts_seen(attempts)
-        self.duration.labels("true" if stream else "false").observe(total_s)
+        self._child(self.duration, "true" if stream else "false").observe(total_s)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
