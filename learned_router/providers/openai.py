@@ -7,6 +7,7 @@ event carries usage; servers that ignore it get the ``characters // 4`` estimate
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -81,6 +82,12 @@ class OpenAIStreamParser:
                            output_tokens=self.output_tokens)
 
 
+@functools.lru_cache(maxsize=256)
+def _chat_url(base_url: str) -> httpx.URL:
+    """``{base_url}/chat/completions``, parsed once per base URL (parsing costs ~10 µs per request)."""
+    return endpoint_url(base_url.rstrip("/") + "/chat/completions")
+
+
 SAMPLING_PARAMS = ("top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "user", "logit_bias",
                    "response_format")
 """Keys of ``ChatRequest.extra`` sent to OpenAI-compatible providers as they are."""
@@ -105,12 +112,20 @@ class OpenAIAdapter:
                 body[key] = req.extra[key]
         if stream:
             body["stream_options"] = {"include_usage": True}
-        hdrs = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        url = _chat_url(base_url)
+        payload = json.dumps(body).encode()
+        # Host and Content-Length set here and the body given as a ready stream: httpx then skips its
+        # request encoding step (a third of the cost of building the request).
+        hdrs = {"host": url.netloc.decode("ascii"), "content-length": str(len(payload)),
+                "content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
         if api_key:
             hdrs["authorization"] = f"Bearer {api_key}"
-        hdrs.update(headers)
-        return httpx.Request("POST", endpoint_url(base_url.rstrip("/") + "/chat/completions"), headers=hdrs,
-                             content=json.dumps(body).encode())
+        for name, value in headers.items():  # configured headers replace ours, whatever their case
+            if name.lower() != "content-length":
+                hdrs[name.lower()] = value
+        request = httpx.Request("POST", url, headers=hdrs, stream=httpx.ByteStream(payload))
+        request.read()
+        return request
 
     def parse_response(self, resp: httpx.Response) -> ProviderReply:
         data = json_body(resp)
