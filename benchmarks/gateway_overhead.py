@@ -1,16 +1,20 @@
 """What the gateway adds: the official ``openai`` client calls the same local upstream directly and through
 ``learned-router serve``, side by side in one run.
 
-    python benchmarks/gateway_overhead.py [--requests 600] [--concurrent-requests 3000] [--json OUT]
+    python benchmarks/gateway_overhead.py [--requests 600] [--concurrent-requests 3000]
+                                          [--load-requests 10000] [--json OUT]
 
 Three processes on loopback: a simulated OpenAI-compatible upstream (zero think time), the gateway (started
 with the real CLI, ``balanced`` strategy) and this client. Reported:
 
 * concurrency 1: latency p50/p99 direct and through the gateway, and the difference (added latency);
-* concurrency 32: the same, plus requests/s and errors for both paths;
-* the gateway's own view: mean routing overhead from its ``/metrics``, and the CPU time the gateway
-  process spends per request (the number that bounds its throughput per core, whatever else the machine
-  is doing; the client and the upstream share the same cores).
+* concurrency 32, official ``openai`` client: the same, plus requests/s and errors for both paths. On a
+  small machine this measures mostly the client: it spends 3-7 ms of CPU per request on the same cores;
+* concurrency 32, light load generator (``http_load.py``, ~0.05 ms of CPU per request): requests/s,
+  latency and errors for both paths, so the gateway's own capacity shows beside the direct path's;
+* the CPU time the gateway process spends per request under each load (the number that bounds its
+  throughput per core; it grows when the cores are shared with a busy client, since every request then
+  starts with cold caches), and its mean routing overhead from its ``/metrics``.
 
 Targets: added latency p50 <= 1.5 ms and p99 <= 5 ms at concurrency 1; >= 300 req/s at concurrency 32 with
 no errors. LiteLLM's proxy is measured as a second baseline only when ``litellm`` is importable.
@@ -35,8 +39,12 @@ from typing import Any
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from http_load import chat_request, run_load  # noqa: E402 - a sibling script, not a package
+
 BENCH_KEY = "sk-bench-loopback-only"  # LiteLLM's proxy refuses to start without a master key; ours ignores it
 TARGETS = {"added_p50_ms": 1.5, "added_p99_ms": 5.0, "rps_c32": 300.0}
+MESSAGES = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
 UPSTREAM = """
 import uvicorn
 from learned_router.simulator import SimProfile, create_sim_app
@@ -101,11 +109,10 @@ def sequential(targets: dict[str, tuple[str, str]], n: int) -> dict[str, list[fl
     clients = {name: openai.OpenAI(base_url=url, api_key=BENCH_KEY, max_retries=0,
                                    http_client=httpx.Client(timeout=30)) for name, (url, _) in targets.items()}
     times: dict[str, list[float]] = {name: [] for name in targets}
-    messages = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
     for i in range(n + 20):
         for name, (_, model) in targets.items():
             t0 = time.perf_counter()
-            clients[name].chat.completions.create(model=model, messages=messages)
+            clients[name].chat.completions.create(model=model, messages=MESSAGES)
             if i >= 20:  # warm-up: connections, caches
                 times[name].append(time.perf_counter() - t0)
     return times
@@ -117,7 +124,6 @@ async def concurrent(url: str, model: str, total: int, workers: int) -> dict[str
     client = openai.AsyncOpenAI(base_url=url, api_key=BENCH_KEY, max_retries=0,
                                 http_client=httpx.AsyncClient(timeout=30, limits=httpx.Limits(
                                     max_connections=workers, max_keepalive_connections=workers)))
-    messages = [{"role": "user", "content": "Summarize the benefits of unit tests in one sentence."}]
     latencies: list[float] = []
     errors: dict[str, int] = {}
     remaining = total
@@ -128,7 +134,7 @@ async def concurrent(url: str, model: str, total: int, workers: int) -> dict[str
             remaining -= 1
             t0 = time.perf_counter()
             try:
-                await client.chat.completions.create(model=model, messages=messages)
+                await client.chat.completions.create(model=model, messages=MESSAGES)
                 latencies.append(time.perf_counter() - t0)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
@@ -141,6 +147,14 @@ async def concurrent(url: str, model: str, total: int, workers: int) -> dict[str
     await client.close()
     return {"requests": total, "rps": total / elapsed, "errors": errors, **pct(latencies),
             "client_cpu_ms_per_request": 1000 * cpu / total}
+
+
+async def light_load(port: int, model: str, total: int, workers: int) -> dict[str, Any]:
+    request = chat_request("127.0.0.1", port, "/v1/chat/completions", {"model": model, "messages": MESSAGES},
+                           api_key=BENCH_KEY)
+    result = await run_load("127.0.0.1", port, request, total=total, workers=workers)
+    return {"requests": total, "rps": result["rps"], "errors": result["errors"], **pct(result["latencies"]),
+            "client_cpu_ms_per_request": result["client_cpu_ms_per_request"]}
 
 
 def gateway_overhead_from_metrics(url: str) -> dict[str, float]:
@@ -158,6 +172,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--requests", type=int, default=600, help="requests per path at concurrency 1")
     ap.add_argument("--concurrent-requests", type=int, default=3000, help="requests per path at concurrency 32")
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--load-requests", type=int, default=10000,
+                    help="requests per path from the light load generator at the same concurrency (0: skip)")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--litellm", default=os.environ.get("LITELLM_BIN") or shutil.which("litellm"),
                     help="the `litellm` proxy executable (from `pip install 'litellm[proxy]'`, best in a venv of "
@@ -210,7 +226,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             n = args.concurrent_requests + args.concurrency
             c32[name]["upstream_cpu_ms_per_request"] = 1000 * (cpu_s(procs[0]) - before[0]) / n
             c32[name]["gateway_cpu_ms_per_request"] = 1000 * ((cpu_s(server) if server else 0.0) - before[1]) / n
-        server_side = gateway_overhead_from_metrics(f"http://127.0.0.1:{gw_port}/metrics")
+        server_side = gateway_overhead_from_metrics(f"http://127.0.0.1:{gw_port}/metrics")  # before the light load
+        light: dict[str, Any] = {}
+        for i, (name, (url, model)) in enumerate(targets.items() if args.load_requests else ()):
+            server = procs[i] if i else None
+            before = (cpu_s(procs[0]), cpu_s(server) if server else 0.0)
+            port = httpx.URL(url).port or 80
+            light[name] = asyncio.run(light_load(port, model, args.load_requests, args.concurrency))
+            n = args.load_requests + args.concurrency
+            light[name]["upstream_cpu_ms_per_request"] = 1000 * (cpu_s(procs[0]) - before[0]) / n
+            light[name]["gateway_cpu_ms_per_request"] = 1000 * ((cpu_s(server) if server else 0.0) - before[1]) / n
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -220,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 proc.kill()
 
     result = {"concurrency_1": {**c1, "added": added}, f"concurrency_{args.concurrency}": c32,
+              f"concurrency_{args.concurrency}_light_load": light,
               "load_average_before": load_before,
               "gateway_routing_overhead": server_side, "litellm_proxy": litellm_note, "targets": TARGETS}
     print(f"concurrency 1 ({args.requests} requests per path, interleaved)")
@@ -228,18 +254,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"  {name:8s} p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms")
     print(f"  added    p50 {added['p50_ms']:7.2f} ms   p99 {added['p99_ms']:7.2f} ms   "
           f"(targets <= {TARGETS['added_p50_ms']} / {TARGETS['added_p99_ms']} ms)")
-    print(f"concurrency {args.concurrency} ({args.concurrent_requests} requests per path)")
+    print(f"concurrency {args.concurrency}, official openai client ({args.concurrent_requests} requests per path)")
     for name in c32:
         r = c32[name]
         print(f"  {name:8s} {r['rps']:7.0f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
               f"errors {sum(r['errors'].values())} {r['errors'] or ''}")
-    print(f"  (target >= {TARGETS['rps_c32']:.0f} req/s through the gateway with no errors)")
+    print(f"  (target >= {TARGETS['rps_c32']:.0f} req/s through the gateway with no errors; the client process "
+          f"alone caps it at ~{1000 / c32['gateway']['client_cpu_ms_per_request']:.0f} req/s here)")
     g = c32["gateway"]["gateway_cpu_ms_per_request"]
     print(f"  CPU per request through the gateway: gateway {g:.2f} ms (~{1000 / g if g else 0:.0f} req/s per "
           f"core), upstream {c32['gateway']['upstream_cpu_ms_per_request']:.2f} ms, openai client "
           f"{c32['gateway']['client_cpu_ms_per_request']:.2f} ms (direct: client "
           f"{c32['direct']['client_cpu_ms_per_request']:.2f} ms, upstream "
           f"{c32['direct']['upstream_cpu_ms_per_request']:.2f} ms)")
+    if light:
+        print(f"concurrency {args.concurrency}, light load generator ({args.load_requests} requests per path; its "
+              f"own CPU {light['gateway']['client_cpu_ms_per_request']:.2f} ms/request)")
+        for name, r in light.items():
+            cpu = f", {name} {r['gateway_cpu_ms_per_request']:.2f} ms" if name != "direct" else ""
+            print(f"  {name:8s} {r['rps']:7.0f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   "
+                  f"errors {sum(r['errors'].values())} {r['errors'] or ''}  "
+                  f"(CPU per request: upstream {r['upstream_cpu_ms_per_request']:.2f} ms{cpu})")
     print(f"  machine: {os.cpu_count()} cores, load average before the run {load_before}")
     if server_side:
         print(f"gateway's own routing overhead (mean, from /metrics): {server_side['mean_ms']:.2f} ms")
