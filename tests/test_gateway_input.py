@@ -118,8 +118,16 @@ def test_feedback_input_errors(gw: Gateway) -> None:
 def test_unknown_routes_and_methods_answer_in_openai_shape(gw: Gateway) -> None:
     resp = gw.http.get(f"{gw.url}/v1/chat/completions")
     assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"
+    assert resp.headers["allow"] == "POST"
     resp = gw.http.get(f"{gw.url}/v1/embeddings")
     assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+    assert resp.json()["error"]["message"] == "Not Found: GET /v1/embeddings"
+
+
+def test_get_routes_answer_head_and_a_trailing_slash(gw: Gateway) -> None:
+    head = gw.http.head(f"{gw.url}/health")
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) > 0
+    assert gw.http.get(f"{gw.url}/v1/models/").json()["object"] == "list"
 
 
 _json = st.recursive(

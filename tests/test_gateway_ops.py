@@ -276,3 +276,73 @@ def test_cli_serve_runs_the_gateway(fleet: SimFleet, tmp_path: Path) -> None:  #
         proc.terminate()
         proc.wait(10)
     assert proc.returncode in (0, -15)
+
+
+def test_shutdown_closes_the_router_then_runs_the_hooks(fleet: SimFleet) -> None:  # noqa: F811
+    """The ASGI lifespan protocol, as uvicorn drives it when ``serve`` stops."""
+    import asyncio
+
+    from learned_router import Router
+    from learned_router.gateway import create_app
+    from learned_router.stores.memory import MemoryDecisionLog
+    from learned_router.types import ChatRequest
+
+    store = MemoryDecisionLog()
+    router = Router.from_config(make_config(fleet), environ=ENV_KEYS, log=store)
+    seen: list[str] = []
+
+    async def hook() -> None:
+        try:
+            store.append_refusal(ChatRequest.coerce({"messages": MSG}), RuntimeError("probe"))
+            seen.append("log still open")
+        except RuntimeError:
+            seen.append("log closed")
+
+    async def drive() -> list[dict[str, Any]]:
+        app = create_app(router, close_router=True, on_shutdown=[hook])
+        inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        for kind in ("lifespan.startup", "lifespan.shutdown"):
+            inbox.put_nowait({"type": kind})
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+        return sent
+
+    sent = asyncio.run(drive())
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert seen == ["log closed"]
+
+
+def test_joined_writes_keep_order_and_close_sends_what_is_pending() -> None:
+    """``serve``'s transport wrapper over a real loopback connection: writes of one event-loop step arrive
+    in order, and closing right after writing loses nothing."""
+    import asyncio
+
+    from learned_router.gateway.serve import _JoinedWrites
+
+    async def main() -> bytes:
+        received = asyncio.get_running_loop().create_future()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received.set_result(await reader.read())
+            writer.close()
+
+        server = await asyncio.start_server(on_client, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        joined = _JoinedWrites(writer.transport, asyncio.get_running_loop())  # type: ignore[arg-type]
+        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        joined.write(b"first")
+        await asyncio.sleep(0)  # the end of the step: both go out as one write
+        joined.write(b" second")
+        assert joined.get_extra_info("peername")[1] == port  # everything else is the transport's
+        joined.close()  # before the step ends
+        data = await asyncio.wait_for(received, 5)
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert asyncio.run(main()) == b"HTTP/1.1 200 OK\r\n\r\nfirst second"
