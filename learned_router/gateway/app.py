@@ -233,9 +233,12 @@ class _Gateway:
 
     def not_found(self, status: int, request: Request) -> Reply:
         """The answer to an unknown path (404) or a method a path does not take (405)."""
-        detail, code = ("Not Found", "not_found") if status == 404 else ("Method Not Allowed", "method_not_allowed")
-        body = error_body(f"{detail}: {request.scope['method']} {request.scope['path']}", "invalid_request_error",
-                          code)
+        if status == 404:
+            detail, code = "Not Found", "not_found"
+        else:
+            detail, code = "Method Not Allowed", "method_not_allowed"
+        scope = request.scope
+        body = error_body(f"{detail}: {scope['method']} {scope['path']}", "invalid_request_error", code)
         return Reply(json.dumps(body).encode(), status)
 
 

@@ -28,6 +28,10 @@ RawHeaders = list[tuple[bytes, bytes]]
 JSON = b"application/json"
 
 
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+
+
 class Request:
     """What a handler needs of an HTTP request: its headers (a dict with lower-case names, built on first
     use; a repeated header keeps its first value) and its body."""
@@ -73,11 +77,11 @@ class Request:
             part = message.get("body", b"")
             if not message.get("more_body", False) and not parts:
                 if len(part) > limit:
-                    raise HttpError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+                    raise _too_large(limit)
                 return part  # the usual case: the whole body in one message
             total += len(part)
             if total > limit:
-                raise HttpError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+                raise _too_large(limit)
             parts.append(part)
             if not message.get("more_body", False):
                 return b"".join(parts)

@@ -285,15 +285,16 @@ class PooledHTTP11Transport(httpx.AsyncBaseTransport):
                 self._release(conn)
             else:
                 conn.close()
-            response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(content), request=request,
-                                      extensions=extensions)
+            response = httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
+                                      request=request, extensions=extensions)
             if b"content-encoding" in lower:
                 response.read()  # decoded by httpx
             else:  # what read() would store, without setting up a decoder and a chunker (2/3 of the cost)
                 response._content = content
                 response.is_stream_consumed = response.is_closed = True
             return response
-        stream = _Body(self, conn, request, length=length, chunked=chunked, keep=keep, read_timeout=read_timeout)
+        stream = _Body(self, conn, request, length=length, chunked=chunked, keep=keep,
+                       read_timeout=read_timeout)
         return httpx.Response(status, headers=headers, stream=stream, request=request, extensions=extensions)
 
     @staticmethod
