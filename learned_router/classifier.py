@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -194,6 +195,21 @@ class TaskClassifier:
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The most probable label per row."""
         return self.classes_[self.predict_proba(X).argmax(axis=1)]  # type: ignore[no-any-return]
+
+    def predict_dict(self, embedding: NDArray[np.floating[Any]]) -> dict[str, float]:
+        """``{label: probability}`` for one embedding of shape (dim,): the per-request serving path, the
+        same numbers as :meth:`predict_dicts` without the batch checks."""
+        self._check_fitted()
+        if embedding.shape != (self.coef_.shape[1],):
+            raise ValueError(f"expected an embedding of width {self.coef_.shape[1]}, got shape {embedding.shape}")
+        z = (self.coef_ @ embedding + self.intercept_).tolist()
+        top, t = max(z), float(self.temperature_)
+        e = [math.exp((v - top) / t) for v in z]  # a dozen values: plain floats beat numpy's per-call cost
+        total = sum(e)
+        cached = self.__dict__.get("_labels")
+        if cached is None or cached[0] is not self.classes_:  # refitted or reloaded since
+            cached = self._labels = (self.classes_, [str(c) for c in self.classes_])
+        return {label: v / total for label, v in zip(cached[1], e, strict=True)}
 
     def predict_dicts(self, X: ArrayLike) -> list[dict[str, float]]:
         """Per row, a ``{label: probability}`` mapping (what ``Features.task_probs`` holds)."""

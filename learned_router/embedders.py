@@ -152,8 +152,13 @@ class _CachedEmbedder(ABC):
         return out
 
     def embed_one(self, text: str) -> NDArray[np.float32]:
-        """Embed one text; returns a float32 vector of shape ``(dim,)``."""
-        return self.embed([text])[0]
+        """Embed one text; returns a float32 vector of shape ``(dim,)`` (a copy: the cache stays intact)."""
+        key = _VectorCache.key(text)
+        vec = self._cache.get(key)
+        if vec is None:
+            vec = np.array(self._compute([text])[0], dtype=np.float32)
+            self._cache.put(key, vec)
+        return vec.copy()
 
     def cache_info(self) -> CacheInfo:
         """Hits, misses (one per distinct text computed), current size and capacity of the cache."""

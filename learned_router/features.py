@@ -76,8 +76,20 @@ class FeatureExtractor:
         return min(est, req.max_tokens) if req.max_tokens else est
 
     def extract(self, req: ChatRequest) -> Features:
-        """Features of one request (see :meth:`extract_many`)."""
-        return self.extract_many([req])[0]
+        """Features of one request (see :meth:`extract_many`); the per-request routing path."""
+        if self.embedder is None:
+            return self.extract_many([req])[0]
+        text = req.prompt_text()
+        one = getattr(self.embedder, "embed_one", None)  # optional in the Embedder protocol
+        embedding = np.asarray(one(text) if one is not None else self.embedder.embed([text])[0], dtype=np.float32)
+        if req.task_hint:
+            task_probs: dict[str, float] = {req.task_hint: 1.0}
+        elif self.classifier is not None:
+            task_probs = self.classifier.predict_dict(embedding)
+        else:
+            task_probs = {}
+        return Features(input_tokens=self.input_tokens(req), output_tokens_est=self.output_tokens(req, task_probs),
+                        embedding=embedding, task_probs=task_probs)
 
     def extract_many(self, reqs: Sequence[ChatRequest]) -> list[Features]:
         """Features of many requests, embedding and classifying them in one batch.

@@ -48,8 +48,12 @@ def test_fit_predict_proba_shapes_and_sums(fitted: tuple[TaskClassifier, np.ndar
     assert clf.predict_proba(X[0]).shape == (1, 3)
     d = clf.predict_dicts(X[:2])
     assert set(d[0]) == set(clf.classes_) and sum(d[0].values()) == pytest.approx(1.0)
+    one = clf.predict_dict(np.asarray(X[1], dtype=np.float32))  # the per-request path: same numbers
+    assert one == pytest.approx(d[1], abs=1e-6) and list(one) == list(d[1])
     with pytest.raises(ValueError, match="width"):
         clf.predict_proba(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="width"):
+        clf.predict_dict(np.zeros(5, dtype=np.float32))
 
 
 def test_not_fitted_and_bad_input() -> None:

@@ -142,3 +142,7 @@ def test_cluster_memberships_are_centred_and_round_trip() -> None:
     assert np.allclose(X[:, 3:6].mean(axis=0), 0.0, atol=1e-9)
     back = ContextTransform.from_state(json.loads(json.dumps(tr.to_state())))
     assert np.allclose(back.transform(E, tokens), X)
+    # the fused per-request path gives the batch path's rows, and follows a refit
+    assert all(np.allclose(back.transform_one(E[i], int(tokens[i])), X[i]) for i in range(0, 90, 7))
+    tr.fit(E[::-1][:60], tokens[:60])
+    assert np.allclose(tr.transform_one(E[5], int(tokens[5])), tr.transform(E[5:6], tokens[5:6])[0])

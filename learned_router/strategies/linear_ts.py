@@ -192,8 +192,8 @@ class LinearTS:
     def std(self, x: ArrayLike, arms: Sequence[int] | None = None) -> Array:
         """Posterior standard deviation of the sampled quality per arm for one context, shape (K,)."""
         xv = np.asarray(x, dtype=np.float64).reshape(-1)
-        if arms is None:
-            var = (self.Ainv_ @ xv) @ xv
+        if arms is None:  # one matrix-vector product over the stacked (K·d, d) inverses
+            var = (self.Ainv_.reshape(-1, self.dim) @ xv).reshape(-1, self.dim) @ xv
         else:  # per arm, so that no (K, d, d) block is copied
             var = np.array([xv @ self.Ainv_[int(a)] @ xv for a in arms])
         return self.scale * np.sqrt(np.maximum(var, 0.0))

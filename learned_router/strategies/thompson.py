@@ -91,7 +91,7 @@ class ThompsonStrategy:
         self.error = error
         self._index = {a: i for i, a in enumerate(self.arms)}
         self._lock = threading.Lock()
-        self._block: NDArray[np.float64] | None = None  # see _normals
+        self._blocks: dict[int, NDArray[np.float64]] = {}  # see _normals
 
     @property
     def ready(self) -> bool:
@@ -115,20 +115,23 @@ class ThompsonStrategy:
         """Posterior mean and draw standard deviation of quality for each offered arm (cold arms: prior)."""
         with self._lock:
             x = self.context(features)
+            model = self.model
+            if model is not None and len(arms) == model.n_arms and all(
+                    a.arm == m for a, m in zip(arms, self.arms, strict=True)):
+                # Every model arm offered in model order (the common case): two batched products.
+                return model.mean(x), model.std(x)
             mean = np.empty(len(arms))
             std = np.empty(len(arms))
             known = [i for i, a in enumerate(arms) if str(a.arm) in self._index]
-            if known and self.model is not None:
+            if known and model is not None:
                 idx = [self._index[str(arms[i].arm)] for i in known]
-                # Every model arm offered in model order (the common case): one batched product each.
-                every = idx == list(range(self.model.n_arms))
-                mean[known] = self.model.mean(x, None if every else idx)
-                std[known] = self.model.std(x, None if every else idx)
+                mean[known] = model.mean(x, idx)
+                std[known] = model.std(x, idx)
             known_set = set(known)
             cold = [i for i in range(len(arms)) if i not in known_set]
             if cold:
-                alpha = self.model.alpha if self.model is not None else 1.0
-                scale = self.model.scale if self.model is not None else 0.25
+                alpha = model.alpha if model is not None else 1.0
+                scale = model.scale if model is not None else 0.25
                 mean[cold] = [self.priors.get(str(arms[i].arm), arms[i].provider.quality_prior) for i in cold]
                 std[cold] = scale * np.sqrt(float(x @ x) / alpha)
         return mean, std
@@ -140,40 +143,49 @@ class ThompsonStrategy:
             raise ValueError("select needs at least one arm")
         mean, std = self.posterior(ctx.features, arms)
         w = ctx.weights
-        offsets = np.array([-w.cost * a.est_cost_usd * 1000.0 - w.latency * a.latency_s for a in arms])
         k = len(arms)
+        names = [str(a.arm) for a in arms]
+        offsets = np.array([-w.cost * 1000.0 * a.est_cost_usd - w.latency * a.latency_s for a in arms])
         if self.explore and k > 1:
-            draws = w.quality * (mean + std * self._normals(rng, k)) + offsets
-            props = np.bincount(np.argmax(draws, axis=1), minlength=k) / self.n_draws
-            props = self._cap(props, mean)
-            first = min(int(np.searchsorted(np.cumsum(props), rng.random(), side="right")), k - 1)
-            scores = draws[int(rng.integers(self.n_draws))]
+            u = rng.random(3)  # one call for the three uniforms a decision needs (each rng call costs µs)
+            draws = self._normals(rng, k, float(u[0])) * (w.quality * std)
+            draws += w.quality * mean + offsets
+            props = np.bincount(draws.argmax(axis=1), minlength=k) / self.n_draws
+            prop_list = self._cap(props, mean).tolist()
+            first, acc, pick = k - 1, 0.0, float(u[1])
+            for i, p in enumerate(prop_list):  # inverse CDF over k values: plain Python beats two numpy calls
+                acc += p
+                if pick < acc:
+                    first = i
+                    break
+            scores = draws[int(u[2] * self.n_draws)].tolist()
         else:
-            scores = w.quality * mean + offsets
-            first = int(np.argmax(scores))
-            props = np.eye(k)[first]
-        rest = sorted((i for i in range(k) if i != first), key=lambda i: (-scores[i], str(arms[i].arm)))
-        order = [first, *rest]
+            scores = (w.quality * mean + offsets).tolist()
+            first = max(range(k), key=scores.__getitem__)
+            prop_list = [0.0] * k
+            prop_list[first] = 1.0
+        neg = [-v for v in scores]
+        rest = sorted((i for i in range(k) if i != first), key=neg.__getitem__)  # ties keep the offered order
         return Ranking(
-            arms=tuple(arms[i].arm for i in order),
-            scores={str(a.arm): float(s) for a, s in zip(arms, scores, strict=True)},
-            propensities={str(a.arm): float(p) for a, p in zip(arms, props, strict=True)},
+            arms=(arms[first].arm, *(arms[i].arm for i in rest)),
+            scores=dict(zip(names, scores, strict=True)),
+            propensities=dict(zip(names, prop_list, strict=True)),
             info={"strategy": self.name, "version": self.version,
-                  "mean_quality": {str(a.arm): float(m) for a, m in zip(arms, mean, strict=True)},
-                  "std_quality": {str(a.arm): float(s) for a, s in zip(arms, std, strict=True)}},
+                  "mean_quality": dict(zip(names, mean.tolist(), strict=True)),
+                  "std_quality": dict(zip(names, std.tolist(), strict=True))},
         )
 
-    def _normals(self, rng: np.random.Generator, k: int) -> NDArray[np.float64]:
-        """``n_draws`` rows of standard normals for ``k`` arms: a random window of a block drawn once from
-        ``rng`` (drawing 2,000 fresh normals per decision costs more than the rest of the decision). The MC
-        propensities stay unbiased, and the logged propensity is exact whatever the draws: the first arm is
-        sampled from the propensity vector itself."""
-        block = self._block
-        if block is None or block.shape[1] < k:
-            block = rng.standard_normal((self.n_draws * 16, max(k, 16)))
-            self._block = block
-        start = int(rng.integers(block.shape[0] - self.n_draws))
-        return block[start:start + self.n_draws, :k]
+    def _normals(self, rng: np.random.Generator, k: int, u: float) -> NDArray[np.float64]:
+        """``n_draws`` rows of standard normals for ``k`` arms: the window at ``u`` (uniform in [0, 1)) of a
+        block drawn once from ``rng`` (drawing 2,000 fresh normals per decision costs more than the rest of
+        the decision). The MC propensities stay unbiased, and the logged propensity is exact whatever the
+        draws: the first arm is sampled from the propensity vector itself."""
+        block = self._blocks.get(k)
+        if block is None:  # one contiguous block per number of offered arms
+            block = rng.standard_normal((self.n_draws * 16, k))
+            self._blocks[k] = block
+        start = int(u * (block.shape[0] - self.n_draws))
+        return block[start:start + self.n_draws]
 
     def _cap(self, props: NDArray[np.float64], mean: NDArray[np.float64]) -> NDArray[np.float64]:
         if self.quality_floor is None or self.exploration_cap >= 1.0:
