@@ -270,9 +270,10 @@ class Router:
                     outcome.served_arm, features, outcome.cost_usd, outcome.latency_s, run.request.tenant)
                 while len(self._pending) > self.max_pending:
                     self._pending.popitem(last=False)
-        log.info("request %s served_by=%s latency_ms=%.1f cost_usd=%.6f fallbacks=%d", decision.request_id,
-                 outcome.served_arm, outcome.latency_s * 1000, outcome.cost_usd,
-                 max(0, len([a for a in outcome.attempts if a.status != "skipped"]) - 1))
+        if log.isEnabledFor(logging.INFO):
+            log.info("request %s served_by=%s latency_ms=%.1f cost_usd=%.6f fallbacks=%d", decision.request_id,
+                     outcome.served_arm, outcome.latency_s * 1000, outcome.cost_usd,
+                     max(0, len([a for a in outcome.attempts if a.status != "skipped"]) - 1))
         if self.log is not None:
             self.log.append_decision(decision, outcome, features=features, request=run.request,
                                      breaker_trips=run.trips)
