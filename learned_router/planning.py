@@ -114,7 +114,8 @@ class Planner:
         )
         if not eligible:
             raise NoEligibleArmError(excluded)
-        self.budget.check_tenant(req.tenant, min(a.est_cost_usd for a in eligible))
+        if req.tenant is not None:
+            self.budget.check_tenant(req.tenant, min(a.est_cost_usd for a in eligible))
         r = self.config.routing
         ctx = Context(
             request=req, features=features, weights=weights,
