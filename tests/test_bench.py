@@ -127,3 +127,24 @@ def test_frontier_metrics_on_known_points() -> None:
     assert apgr(*perfect) == pytest.approx(0.75)
     backwards = pgr_curve(-q, q, strong=0, weak=1)
     assert apgr(*backwards) < apgr(*perfect)
+
+
+def test_free_model_and_graded_quality(tmp_path: Path) -> None:
+    """A self-hosted model priced at zero and graded (not 0/1) quality: every mode runs, the learned router
+    still routes hard prompts away from the free model, and nothing divides by a zero cost."""
+    root = _write_dataset(tmp_path / "free", n=210, seed=3)
+    models = {**MODELS, "tiny-model": {**MODELS["tiny-model"], "price_in_per_mtok": 0.0, "price_out_per_mtok": 0.0}}
+    (root / "models.json").write_text(json.dumps(models))
+    out = pd.read_parquet(root / "outcomes.parquet")
+    out.loc[out["model"] == "tiny-model", "cost_usd"] = 0.0
+    out["quality"] = 0.6 * out["quality"] + 0.4 * np.random.default_rng(0).random(len(out))
+    out.to_parquet(root / "outcomes.parquet")
+    result = run_bench(root, mode="all", points=6, embedder=HashingEmbedder(dim=64), progress=False,
+                       cache_dir=tmp_path / "cache")
+    for name, r in result.routers.items():
+        assert all(np.isfinite(v) for v in r.cost + r.quality), name
+    json.dumps(result.to_dict(), allow_nan=False)
+    learned = result.routers["learned (offline)"]
+    assert max(learned.quality) > result.routers["model:tiny-model"].quality[0]
+    oc, oq = frontier(result.routers["oracle"].cost, result.routers["oracle"].quality)
+    assert all(quality_at(c, oc, oq) >= q - 1e-9 for c, q in zip(learned.cost, learned.quality, strict=True))
