@@ -89,7 +89,7 @@ class FeatureExtractor:
         else:
             task_probs = {}
         return Features(input_tokens=self.input_tokens(req), output_tokens_est=self.output_tokens(req, task_probs),
-                        embedding=embedding, task_probs=task_probs)
+                        embedding=embedding, task_probs=task_probs, embedder=self.embedder.name)
 
     def extract_many(self, reqs: Sequence[ChatRequest]) -> list[Features]:
         """Features of many requests, embedding and classifying them in one batch.
@@ -114,7 +114,7 @@ class FeatureExtractor:
                 input_tokens=self.input_tokens(req),
                 output_tokens_est=self.output_tokens(req, task_probs),
                 embedding=None if embeddings is None else embeddings[i],
-                task_probs=task_probs,
+                task_probs=task_probs, embedder=None if embeddings is None else self.embedder.name,
             ))
         return out
 

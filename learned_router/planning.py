@@ -167,7 +167,9 @@ class Planner:
         if strategy is None and name.startswith("learned"):
             reason = reason or "no trained model loaded (cold start)"
         elif strategy is not None and not getattr(strategy, "ready", True):
-            reason = reason or "learned policy not ready (cold start or invalid state)"
+            error = getattr(strategy, "error", None)
+            reason = reason or (f"learned policy unusable: {error}" if error
+                                else "learned policy not ready (cold start or invalid state)")
         if strategy is not None and reason is None:
             try:
                 with self._rng_lock:
@@ -226,6 +228,15 @@ def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | 
         for v in exp.variants:
             if v.strategy == "learned" and v.model_path is not None:
                 strategies[_variant_strategy(exp.name, v.name)] = _build_learned(cfg, v.model_path)
+    embedder_name = getattr(getattr(features, "embedder", None), "name", None)
+    for name, strategy in strategies.items():
+        trained_on = getattr(strategy, "embedder", "")
+        if trained_on and embedder_name and trained_on != embedder_name and getattr(strategy, "error", 1) is None:
+            # Same width, different space (MiniLM and its static distillation are both 384-d): routing on
+            # such a policy would be silently wrong, so the rules route and every decision says why.
+            strategy.error = f"policy {name} was trained on {trained_on!r} embeddings; this router embeds with " \
+                             f"{embedder_name!r} (set embedder.kind to match, or retrain)"
+            log.warning("learned policy unusable, the rules will route: %s", strategy.error)
     assign = _build_assigner(cfg)
     return Planner(cfg, stats, breaker, budget, Analytics(), strategies, clock,
                    np.random.default_rng(seed if seed is not None else r.seed), features=features, assign=assign)

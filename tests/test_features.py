@@ -63,6 +63,7 @@ def test_extract_many_matches_extract(extractor: FeatureExtractor) -> None:
         one = extractor.extract(req)
         assert one.task_probs == pytest.approx(f.task_probs)
         np.testing.assert_allclose(one.embedding, f.embedding)
+        assert one.embedder == f.embedder == extractor.embedder.name
     assert extractor.extract_many([]) == []
 
 
@@ -79,7 +80,7 @@ def test_output_estimate_caps_and_task_weighting() -> None:
 
 def test_no_embedder_gives_token_estimates_only() -> None:
     f = FeatureExtractor(None, None).extract(_req("hello there", task_hint="chat"))
-    assert f.embedding is None and dict(f.task_probs) == {"chat": 1.0}
+    assert f.embedding is None and f.embedder is None and dict(f.task_probs) == {"chat": 1.0}
     with pytest.raises(ValueError, match="needs an embedder"):
         FeatureExtractor(None, TaskClassifier())
 

@@ -60,6 +60,22 @@ def test_router_serves_a_trained_model(fleet, tmp_path, which):
     assert all(abs(sum(d.propensities.values()) - 1) < 1e-6 for d in decisions)
 
 
+def test_a_policy_trained_on_another_embedder_is_not_used(fleet, tmp_path):
+    """Same width, other embedding space: the rules route, and every decision and the log say why."""
+    from learned_router.strategies.thompson import ThompsonStrategy
+
+    root = write_model(tmp_path / "models" / "m")
+    policy = ThompsonStrategy.load(root / "v0001" / "policy")
+    policy.embedder = "static-all-MiniLM-L6-v2"
+    policy.save(root / "v0001" / "policy")
+    router = Router.from_config(config(fleet, tmp_path, model_path=str(root)), seed=1)
+    decision = router.route({"messages": [{"role": "user", "content": "question 1"}]})
+    router.close()
+    assert decision.strategy != "learned"
+    assert "trained on 'static-all-MiniLM-L6-v2' embeddings" in (decision.fallback_reason or "")
+    assert "hashing-" in decision.fallback_reason
+
+
 def test_ab_experiment_between_a_trained_model_and_the_rules(fleet, tmp_path):
     root = write_model(tmp_path / "models" / "m")
     cfg = config(fleet, tmp_path)

@@ -95,7 +95,8 @@ def test_router_hooks_honour_privacy_settings(tmp_path):
     store = open_log(cfg)
     req = ChatRequest.coerce({"messages": [{"role": "user", "content": "secret prompt"}], "request_id": "r1",
                               "tenant": "acme", "session_id": "s9"})
-    feats = Features(input_tokens=3, output_tokens_est=10, embedding=np.ones(4, dtype=np.float32) / 2)
+    feats = Features(input_tokens=3, output_tokens_est=10, embedding=np.ones(4, dtype=np.float32) / 2,
+                     embedder="hashing-4-s0")
     store.append_decision(_decision(), _outcome(), features=feats, request=req, breaker_trips=["fast::small"])
     store.append_refusal(req.with_id("r2"), NoEligibleArmError({"a::m": "budget"}))
     store.close()
@@ -103,7 +104,7 @@ def test_router_hooks_honour_privacy_settings(tmp_path):
     rec = reopened.get("r1")
     assert rec.prompt is None and rec.tenant == "acme" and rec.session_id == "s9"
     assert rec.breaker_trips == ["fast::small"]
-    assert np.allclose(rec.embedding_array(), 0.5)
+    assert np.allclose(rec.embedding_array(), 0.5) and rec.embedder == "hashing-4-s0"
     assert reopened.count() == 2 and reopened.count(kinds=["refusal"]) == 1
     assert reopened.get("r2").excluded == {"a::m": "budget"}
     rows = list(read_rows(tmp_path / "log.db"))
@@ -112,7 +113,7 @@ def test_router_hooks_honour_privacy_settings(tmp_path):
     with_prompts = MemoryDecisionLog(store_prompts=True, store_embeddings=False)
     with_prompts.append_decision(_decision(), _outcome(), features=feats, request=req)
     rec = with_prompts.get("r1")
-    assert rec.prompt == "secret prompt" and rec.embedding is None
+    assert rec.prompt == "secret prompt" and rec.embedding is None and rec.embedder is None
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])

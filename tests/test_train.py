@@ -65,6 +65,7 @@ def test_simulated_records_carry_propensities_and_embeddings(simulated_log):
     assert rec.propensity == pytest.approx(1 / 3) and len(rec.propensities) == 3
     assert rec.embedding_array().shape == (64,) and rec.quality in (0.0, 1.0)
     assert rec.task_label in ("chat", "math", "code") and rec.chosen_arm == rec.served_arm
+    assert rec.embedder == HashingEmbedder(64).name
 
 
 def test_train_writes_a_model_logs_to_mlflow_and_gates_promotion(simulated_log, tmp_path):
@@ -84,6 +85,8 @@ def test_train_writes_a_model_logs_to_mlflow_and_gates_promotion(simulated_log, 
     assert set(report["classifier"]["per_class"]) == {"chat", "math", "code"}
     assert manifest["files"]["policy/policy_state.json"]
     assert ThompsonStrategy.load(v1 / "policy").ready
+    assert ThompsonStrategy.load(v1 / "policy").embedder == HashingEmbedder(64).name  # served only with it
+    assert json.loads((v1 / "classifier" / "manifest.json").read_text())["embedder"]["name"] == HashingEmbedder(64).name
 
     champion_dir = resolve_model_uri("models:/learned-router@champion", tracking_uri=uri, dst=tmp_path / "dl")
     assert (champion_dir / "policy").is_dir() and json.loads((champion_dir / "manifest.json").read_text())[
@@ -127,6 +130,13 @@ def test_clear_errors_for_unusable_logs(tmp_path, capsys):
                                         embedding=np.ones(8 if i < 100 else 16, dtype="<f2").tobytes()))
     assert main(["--log", str(tmp_path / "mixed.db"), "--out", str(tmp_path / "m"), "--no-tracking", "--quiet"]) == 2
     assert "mixes embedders" in capsys.readouterr().err
+    with SqliteDecisionLog(tmp_path / "two.db") as store:  # same width, different embedders
+        for i in range(300):
+            store.append(DecisionRecord(request_id=f"r{i}", chosen_arm="a::m", propensities={"a::m": 1.0},
+                                        embedding=np.ones(8, dtype="<f2").tobytes(),
+                                        embedder="all-MiniLM-L6-v2" if i < 100 else "static-all-MiniLM-L6-v2"))
+    assert main(["--log", str(tmp_path / "two.db"), "--out", str(tmp_path / "m"), "--no-tracking", "--quiet"]) == 2
+    assert "was embedded by 'static-all-MiniLM-L6-v2', earlier ones by 'all-MiniLM-L6-v2'" in capsys.readouterr().err
     assert main(["--log", str(tmp_path / "missing.db"), "--out", str(tmp_path / "m"), "--no-tracking", "--quiet"]) == 2
 
 

@@ -54,6 +54,7 @@ class LoggedData:
     weights: Array
     policies: Counter[str] = field(default_factory=Counter)
     skipped: dict[str, int] = field(default_factory=dict)
+    embedder: str | None = None  # the embedder the log's embeddings came from (None: logged before schema 3)
 
     @property
     def n(self) -> int:
@@ -102,13 +103,14 @@ def load_logged(records: Iterable[DecisionRecord], *, default_weights: tuple[flo
     """Read decisions into a :class:`LoggedData`.
 
     Raises:
-        LogError: no usable decision, or embeddings of different sizes in one log.
+        LogError: no usable decision, or embeddings of different sizes or from different embedders in one log.
     """
     skipped: Counter[str] = Counter()
     rows: list[tuple[Any, ...]] = []
     arm_index: dict[str, int] = {}
     task_set: set[str] = set()
     dim: int | None = None
+    embedder: str | None = None
     for i, rec in enumerate(records):
         if on_progress is not None and i % 5000 == 0:
             on_progress(i)
@@ -128,6 +130,12 @@ def load_logged(records: Iterable[DecisionRecord], *, default_weights: tuple[flo
         elif d != dim:
             raise LogError(f"record {rec.request_id} has a {d}-dimensional embedding, earlier ones {dim}: the log "
                            "mixes embedders; train on one embedder's records (filter by time with --since)")
+        if rec.embedder is not None:
+            if embedder is None:
+                embedder = rec.embedder
+            elif rec.embedder != embedder:
+                raise LogError(f"record {rec.request_id} was embedded by {rec.embedder!r}, earlier ones by "
+                               f"{embedder!r}: train on one embedder's records (filter by time with --since)")
         for a in (*rec.eligible, *rec.propensities, rec.chosen_arm):
             arm_index.setdefault(a, len(arm_index))
         if rec.served_arm is not None:
@@ -139,7 +147,9 @@ def load_logged(records: Iterable[DecisionRecord], *, default_weights: tuple[flo
     if not rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in skipped.items()) or "the log is empty"
         raise LogError(f"no usable decisions in the log ({reasons})")
-    return _to_arrays(rows, arm_index, sorted(task_set), dim or 0, default_weights, dict(skipped))
+    data = _to_arrays(rows, arm_index, sorted(task_set), dim or 0, default_weights, dict(skipped))
+    data.embedder = embedder
+    return data
 
 
 def _to_arrays(rows: list[tuple[Any, ...]], arm_index: dict[str, int], task_labels: list[str], dim: int,

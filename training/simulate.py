@@ -141,7 +141,8 @@ def simulate_into(store: Any, dataset_dir: str | Path, *, policy: str = "uniform
     from learned_router.embedders import HashingEmbedder
 
     data = load_dataset(dataset_dir)
-    emb = cached_embeddings(data, embedder or HashingEmbedder(384), cache_dir)
+    embedder = embedder or HashingEmbedder(384)
+    emb = cached_embeddings(data, embedder, cache_dir)
     sim = simulate(data, emb, policy=policy, n=n, split=split, seed=seed, epsilon=epsilon)
     rng = np.random.default_rng(seed + 1)
     w = weights or Weights(1.0, 0.05, 0.05)
@@ -158,7 +159,8 @@ def simulate_into(store: Any, dataset_dir: str | Path, *, policy: str = "uniform
         latency = float(data.latency_s[p, a])
         rec = DecisionRecord(
             request_id=f"{data.name}-{seed}-{i:07d}", ts=start_ts + i, policy=policy, policy_version="simulated",
-            task_label=str(data.tasks[p]), embedding=encode_embedding(emb[p]), input_tokens_est=int(tokens_in[p]),
+            task_label=str(data.tasks[p]), embedding=encode_embedding(emb[p]), embedder=embedder.name,
+            input_tokens_est=int(tokens_in[p]),
             output_tokens_est=int(out_est[a]), eligible=order, scores=dict(props), propensities=props,
             est_cost_usd=est_cost, chosen_arm=arm, served_arm=arm,
             attempts=[{"arm": arm, "status": "ok", "latency_s": latency, "error_kind": None}],

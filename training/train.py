@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--from-dataset", type=Path, help="simulate logged traffic from a routing dataset folder")
     src.add_argument("--logging-policy", default="uniform", help="logging policy for --from-dataset")
     src.add_argument("--n-decisions", type=int, default=None, help="simulated decisions (default: one per prompt)")
-    src.add_argument("--embedder", default="hashing", help="embedder for --from-dataset: hashing, static, minilm")
+    src.add_argument("--embedder", default="hashing",
+                     help="embedder for --from-dataset: hashing, static, minilm (serve with the same embedder.kind)")
     src.add_argument("--since", type=float, default=None, help="only decisions at or after this Unix time")
     p.add_argument("--out", type=Path, required=True, help="model folder, e.g. models/NAME")
     p.add_argument("--seed", type=int, default=0)
@@ -147,10 +148,12 @@ def _fit(data: LoggedData, rows: np.ndarray, args: argparse.Namespace, version: 
 
     use = rows[data.has_quality[rows] & (data.served[rows] >= 0)]
     prior = float(np.nanmean(data.quality[use])) if len(use) else 0.5
-    return fit_thompson(data.embeddings[use], data.input_tokens[use], data.arms, data.served[use],
-                        data.quality[use], task_probs=data.task_probs[use] if data.task_labels else None,
-                        task_labels=data.task_labels, priors=dict.fromkeys(data.arms, prior),
-                        n_components=args.n_components, alpha=args.alpha, scale=args.scale, version=version)
+    policy = fit_thompson(data.embeddings[use], data.input_tokens[use], data.arms, data.served[use],
+                          data.quality[use], task_probs=data.task_probs[use] if data.task_labels else None,
+                          task_labels=data.task_labels, priors=dict.fromkeys(data.arms, prior),
+                          n_components=args.n_components, alpha=args.alpha, scale=args.scale, version=version)
+    policy.embedder = data.embedder or ""  # the serving router checks it against its own embedder
+    return policy
 
 
 def _fit_classifier(data: LoggedData, train_rows: np.ndarray, test_rows: np.ndarray, folder: Path) -> dict | None:
@@ -165,7 +168,7 @@ def _fit_classifier(data: LoggedData, train_rows: np.ndarray, test_rows: np.ndar
         return None
     keep = np.array([counts[data.task_label[i]] >= 5 for i in tr], dtype=bool)
     y = [data.task_label[i] for i in tr[keep]]
-    clf = TaskClassifier(seed=0).fit(data.embeddings[tr[keep]], y)
+    clf = TaskClassifier(seed=0).fit(data.embeddings[tr[keep]], y, embedder_name=data.embedder or "")
     te = te[[data.task_label[i] in counts and counts[data.task_label[i]] >= 5 for i in te]] if len(te) else te
     report = clf.report(data.embeddings[te], [data.task_label[i] for i in te]) if len(te) else {}
     clf.save(folder)
@@ -273,6 +276,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         with tracker:
             champ_policy, champ_info = _champion(tracker, out)
             champion_estimate = None
+            if champ_policy is not None and champ_policy.embedder and data.embedder \
+                    and champ_policy.embedder != data.embedder:
+                champ_policy = None  # trained on another embedder: not comparable on this log
             if champ_policy is not None:
                 try:
                     cprobs, _ = ts_probabilities(champ_policy, data, test_rows, rng, n_draws=args.n_draws)

@@ -62,6 +62,7 @@ class RecordBuilder:
             tenant=request.tenant if request is not None else None,
             session_id=request.session_id if request is not None else None, ts=self.now(),
             breaker_trips=breaker_trips, task_label=request.task_hint if request is not None else None,
+            embedder=getattr(features, "embedder", None),
         )
 
     def refusal_record(self, request: ChatRequest, error: BaseException) -> DecisionRecord:

@@ -10,6 +10,7 @@ Schema history:
 * 1: the first release (no ``assignment_p``, ``weights``, ``ttft_s``, ``breaker_trips``, ``kind``).
 * 2: adds those fields and ``task_label`` (a known task: the request's task hint or a dataset label, used to
   refit the task classifier); rows of version 1 read with their defaults.
+* 3: adds ``embedder``, the name of the embedder that produced ``embedding`` (None in older rows).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from learned_router.types import Decision, Outcome, Weights
 
 __all__ = ["SCHEMA_VERSION", "DecisionRecord", "decode_embedding", "encode_embedding"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def encode_embedding(vector: ArrayLike | None) -> bytes | None:
@@ -68,6 +69,7 @@ class DecisionRecord:
     task_probs: dict[str, float] = field(default_factory=dict)
     task_label: str | None = None
     embedding: bytes | None = None
+    embedder: str | None = None
     input_tokens_est: int = 0
     output_tokens_est: int = 0
     eligible: list[str] = field(default_factory=list)
@@ -96,7 +98,8 @@ class DecisionRecord:
     def from_decision(cls, decision: Decision, outcome: Outcome | None = None, *,
                       embedding: ArrayLike | None = None, prompt: str | None = None, tenant: str | None = None,
                       session_id: str | None = None, ts: float | None = None,
-                      breaker_trips: Sequence[str] = (), task_label: str | None = None) -> DecisionRecord:
+                      breaker_trips: Sequence[str] = (), task_label: str | None = None,
+                      embedder: str | None = None) -> DecisionRecord:
         """Build a record from the router's Decision and (optionally) its Outcome.
 
         Args:
@@ -106,6 +109,7 @@ class DecisionRecord:
             ts: the decision time in Unix seconds (default: now).
             breaker_trips: arms whose circuit breaker this request opened.
             task_label: the request's known task (a task hint or a dataset label), if any.
+            embedder: the name of the embedder that produced ``embedding``.
         """
         propensities = {str(k): float(v) for k, v in decision.propensities.items()}
         rec = cls(
@@ -114,7 +118,8 @@ class DecisionRecord:
             fallback_reason=decision.fallback_reason, experiment=decision.experiment, variant=decision.variant,
             assignment_p=decision.assignment_p,
             task_probs={str(k): float(v) for k, v in decision.task_probs.items()}, task_label=task_label,
-            embedding=encode_embedding(embedding), input_tokens_est=int(decision.input_tokens_est),
+            embedding=encode_embedding(embedding), embedder=embedder if embedding is not None else None,
+            input_tokens_est=int(decision.input_tokens_est),
             output_tokens_est=int(decision.output_tokens_est), eligible=[str(a) for a in decision.ranking],
             excluded={str(k): str(v) for k, v in decision.excluded.items()},
             scores={str(k): float(v) for k, v in decision.scores.items()}, propensities=propensities,

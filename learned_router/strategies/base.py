@@ -23,14 +23,16 @@ __all__ = ["ArmView", "Context", "Features", "Ranking", "Strategy"]
 class Features:
     """What is known about a request before routing.
 
-    ``embedding`` is the L2-normalised prompt embedding (None when no embedder is configured);
-    ``task_probs`` the classifier's task probabilities (empty when no classifier).
+    ``embedding`` is the L2-normalised prompt embedding (None when no embedder is configured) and
+    ``embedder`` the name of the embedder that made it (logged with it, so that training knows which
+    embedder a policy is for); ``task_probs`` the classifier's task probabilities (empty when no classifier).
     """
 
     input_tokens: int
     output_tokens_est: int
     embedding: NDArray[np.float32] | None = None
     task_probs: Mapping[str, float] = field(default_factory=dict)
+    embedder: str | None = None
 
     @property
     def task(self) -> str | None:

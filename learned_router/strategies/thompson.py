@@ -64,6 +64,8 @@ class ThompsonStrategy:
         min_observations: evidence needed before ``ready`` is True.
         version: a label logged with each decision (``Ranking.info["version"]``).
         error: why a state could not be used; a strategy with an error is never ready and ignores updates.
+        embedder: the name of the embedder the policy was trained on ("" when unknown); a router whose
+            embedder differs does not use the policy (see ``planning.build_planner``).
     """
 
     name = "learned"
@@ -71,7 +73,8 @@ class ThompsonStrategy:
     def __init__(self, model: LinearTS | None = None, transform: ContextTransform | None = None,
                  arms: Sequence[str] = (), *, priors: Mapping[str, float] | None = None, n_draws: int = 200,
                  explore: bool = True, quality_floor: float | None = None, exploration_cap: float = 1.0,
-                 min_observations: int = 20, version: str = "", error: str | None = None) -> None:
+                 min_observations: int = 20, version: str = "", error: str | None = None,
+                 embedder: str = "") -> None:
         if model is not None and model.n_arms != len(arms):
             raise ValueError(f"the model has {model.n_arms} arms but {len(arms)} arm ids were given")
         if transform is not None and model is not None and transform.dim != model.dim:
@@ -89,6 +92,7 @@ class ThompsonStrategy:
         self.min_observations = int(min_observations)
         self.version = version
         self.error = error
+        self.embedder = embedder
         self._index = {a: i for i, a in enumerate(self.arms)}
         self._lock = threading.Lock()
         self._blocks: dict[int, NDArray[np.float64]] = {}  # see _normals
@@ -271,7 +275,7 @@ class ThompsonStrategy:
             "sha256": hashlib.sha256(payload).hexdigest(), "arms": list(self.arms),
             "n_obs": {a: float(n) for a, n in zip(self.arms, self.model.n_obs_ if self.model else [], strict=False)},
             "dim": self.model.dim if self.model else 0, "policy_version": self.version,
-            "created_at": datetime.now(UTC).isoformat(), **dict(extra or {}),
+            "created_at": datetime.now(UTC).isoformat(), "embedder": self.embedder, **dict(extra or {}),
         }
         (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         return root
@@ -295,7 +299,9 @@ class ThompsonStrategy:
             state = json.loads(payload)
         except ValueError as exc:
             raise PolicyStateError(f"the policy state in {root} is not valid JSON: {exc}") from exc
-        return cls.from_state(state, priors=priors)
+        strategy = cls.from_state(state, priors=priors)
+        strategy.embedder = str(manifest.get("embedder") or "")
+        return strategy
 
 
 def fit_thompson(embeddings: ArrayLike, input_tokens: ArrayLike, arms: Sequence[str], arm_index: ArrayLike,
