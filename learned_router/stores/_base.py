@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from learned_router.stores.records import DecisionRecord
 from learned_router.types import ChatRequest, Decision, Outcome
 
-__all__ = ["LogStats", "RecordBuilder"]
+__all__ = ["DecisionLogBase", "LogStats", "RecordBuilder"]
 
 
 @dataclass(slots=True)
@@ -73,3 +74,37 @@ class RecordBuilder:
             excluded={str(k): str(v) for k, v in reasons.items()} if isinstance(reasons, dict) else {},
             prompt=request.prompt_text() if self.store_prompts else None,
         )
+
+
+class DecisionLogBase:
+    """The methods every store builds on its own ``append``, ``scan`` and ``close``."""
+
+    builder: RecordBuilder
+
+    def append(self, record: DecisionRecord) -> int:
+        raise NotImplementedError
+
+    def scan(self, since: float | None = None, **filters: Any) -> Iterator[DecisionRecord]:
+        raise NotImplementedError
+
+    def close(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def append_decision(self, decision: Decision, outcome: Outcome | None = None, *, features: Any = None,
+                        request: ChatRequest | None = None, breaker_trips: Sequence[str] = ()) -> int:
+        """Build a record from the router's objects (honouring the privacy settings) and append it."""
+        return self.append(self.builder.decision_record(decision, outcome, features=features, request=request,
+                                                        breaker_trips=breaker_trips))
+
+    def append_refusal(self, request: ChatRequest, error: BaseException) -> int:
+        """Log a request no arm could serve (every arm excluded)."""
+        return self.append(self.builder.refusal_record(request, error))
+
+    def export_parquet(self, path: str | Path, **filters: Any) -> Path:
+        """Write the committed records (see ``scan`` for filters) to a parquet file."""
+        from learned_router.stores.export import export_parquet
+
+        return export_parquet(self.scan(**filters), path)
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,17 +8,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
 
-from learned_router.stores._base import LogStats, RecordBuilder
+from learned_router.stores._base import DecisionLogBase, LogStats, RecordBuilder
 from learned_router.stores.records import DecisionRecord
-from learned_router.types import ChatRequest, Decision, Outcome
 
 __all__ = ["MemoryDecisionLog"]
 
 
-class MemoryDecisionLog:
+class MemoryDecisionLog(DecisionLogBase):
     """Records in a dict, in append order; feedback kept beside them (the newest wins).
 
     Args:
@@ -49,14 +46,6 @@ class MemoryDecisionLog:
 
     def append_durable(self, record: DecisionRecord, timeout: float | None = None) -> None:
         self.append(record)
-
-    def append_decision(self, decision: Decision, outcome: Outcome | None = None, *, features: Any = None,
-                        request: ChatRequest | None = None, breaker_trips: Sequence[str] = ()) -> int:
-        return self.append(self.builder.decision_record(decision, outcome, features=features, request=request,
-                                                        breaker_trips=breaker_trips))
-
-    def append_refusal(self, request: ChatRequest, error: BaseException) -> int:
-        return self.append(self.builder.refusal_record(request, error))
 
     def flush(self, timeout: float | None = None) -> bool:
         return True
@@ -106,16 +95,9 @@ class MemoryDecisionLog:
     def stats_dict(self) -> dict[str, int]:
         return self.stats.as_dict()
 
-    def export_parquet(self, path: str | Path, **filters: Any) -> Path:
-        from learned_router.stores.export import export_parquet
-
-        return export_parquet(self.scan(**filters), path)
-
     def close(self, timeout: float | None = None) -> None:
         self._closed = True
 
     def __enter__(self) -> MemoryDecisionLog:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
