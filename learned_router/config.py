@@ -315,7 +315,9 @@ def _resolve(cfg: RouterConfig) -> None:
 
 def _relative_paths(cfg: RouterConfig, base_dir: Path) -> RouterConfig:
     def fix(path: str | None) -> str | None:
-        if path is None or path.startswith("models:/") or Path(path).is_absolute():
+        # URLs (a model registry, a PostgreSQL decision log) are not paths relative to the config file.
+        if path is None or path.startswith(("models:/", "postgresql://", "postgres://")) or \
+                Path(path).is_absolute():
             return path
         return str((base_dir / path).resolve())
 

@@ -1,19 +1,23 @@
 """Decision logs: where the router records every request (the input of training, analytics and A/B reports).
 
-``open_log(cfg.log)`` builds the configured store; ``open_log_path(path)`` opens an existing file;
-``read_rows(path)`` yields plain row dicts (for analytics).
+``open_log(cfg.log)`` builds the configured store; ``open_log_path(path)`` opens an existing file or a
+PostgreSQL log (a ``postgresql://`` URL); ``read_rows(path)`` yields plain row dicts (for analytics).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from learned_router.stores._base import LogStats
 from learned_router.stores.memory import MemoryDecisionLog
 from learned_router.stores.records import SCHEMA_VERSION, DecisionRecord, decode_embedding, encode_embedding
 from learned_router.stores.sqlite import LogWriteError, SqliteDecisionLog
+
+if TYPE_CHECKING:
+    from learned_router.stores.postgres import PostgresDecisionLog
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -21,29 +25,62 @@ __all__ = [
     "LogStats",
     "LogWriteError",
     "MemoryDecisionLog",
+    "PostgresDecisionLog",
     "SqliteDecisionLog",
     "decode_embedding",
     "encode_embedding",
+    "is_log_url",
     "open_log",
     "open_log_path",
     "read_rows",
 ]
 
 
-def open_log(cfg: Any) -> SqliteDecisionLog | MemoryDecisionLog:
-    """The store for a ``LogConfig``: SQLite at ``cfg.path`` (``:memory:`` gives a MemoryDecisionLog)."""
+# A URL that went through ``pathlib.Path`` (a CLI option typed as a path) lost one slash of its "//".
+_URL = re.compile(r"^(postgres|postgresql):/+", re.IGNORECASE)
+
+
+def is_log_url(path: object) -> bool:
+    """Whether a log path names a PostgreSQL database (``postgresql://...`` or ``postgres://...``)."""
+    return isinstance(path, str) and path.lower().startswith(("postgresql://", "postgres://"))
+
+
+def __getattr__(name: str) -> Any:
+    # The PostgreSQL store imports psycopg; only users of that store pay for it.
+    if name == "PostgresDecisionLog":
+        from learned_router.stores.postgres import PostgresDecisionLog
+
+        return PostgresDecisionLog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_log(cfg: Any) -> SqliteDecisionLog | MemoryDecisionLog | PostgresDecisionLog:
+    """The store for a ``LogConfig``: PostgreSQL when ``cfg.path`` is a ``postgresql://`` URL, else SQLite at
+    ``cfg.path`` (``:memory:`` gives a MemoryDecisionLog)."""
     if cfg.path in (None, "", ":memory:"):
         return MemoryDecisionLog(store_prompts=cfg.store_prompts, store_embeddings=cfg.store_embeddings)
+    if is_log_url(cfg.path):
+        from learned_router.stores.postgres import PostgresDecisionLog
+
+        return PostgresDecisionLog(cfg.path, queue_size=cfg.queue_size, store_prompts=cfg.store_prompts,
+                                   store_embeddings=cfg.store_embeddings)
     return SqliteDecisionLog(cfg.path, queue_size=cfg.queue_size, store_prompts=cfg.store_prompts,
                              store_embeddings=cfg.store_embeddings)
 
 
-def open_log_path(path: str | Path) -> SqliteDecisionLog:
-    """Open an existing SQLite decision log (for reading: reports, training).
+def open_log_path(path: str | Path) -> SqliteDecisionLog | PostgresDecisionLog:
+    """Open an existing SQLite decision log, or a PostgreSQL one given as a ``postgresql://`` URL (for
+    reading: reports, training).
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ConnectionError: the PostgreSQL database cannot be reached.
     """
+    text = str(path)
+    if _URL.match(text):
+        from learned_router.stores.postgres import PostgresDecisionLog
+
+        return PostgresDecisionLog(_URL.sub(lambda m: f"{m.group(1)}://", text, count=1))
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no decision log at {p}")
