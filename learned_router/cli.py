@@ -63,17 +63,22 @@ def route(
 
 @app.command()
 def report(
-    log: Annotated[Path, typer.Option("--log", help="Decision log (SQLite) to report on.")],
+    log: Annotated[Path, typer.Option("--log", help="Decision log (SQLite file or postgresql:// URL).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Per-provider analytics from a decision log."""
     from learned_router.analytics import Analytics
     from learned_router.reporting import print_report
-    from learned_router.stores import read_rows
+    from learned_router.stores import open_log_path
 
-    if not log.exists():
-        _fail(FileNotFoundError(f"no decision log at {log}"))
-    data = Analytics.from_rows(read_rows(log)).report()
+    try:
+        store = open_log_path(log)  # a SQLite file, or a postgresql:// URL
+    except (FileNotFoundError, ConnectionError) as exc:
+        _fail(exc)
+    try:
+        data = Analytics.from_rows(rec.to_row() for rec in store.scan()).report()
+    finally:
+        store.close()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -159,7 +164,7 @@ def train(ctx: typer.Context) -> None:
 
 @ab_app.command("report")
 def ab_report(
-    log: Annotated[Path, typer.Option("--log", help="Decision log (SQLite).")],
+    log: Annotated[Path, typer.Option("--log", help="Decision log (SQLite file or postgresql:// URL).")],
     experiment: Annotated[str | None, typer.Option(help="Experiment name (default: all).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -167,9 +172,10 @@ def ab_report(
     from learned_router.experiments import ab_report as compute, print_ab_report
     from learned_router.stores import open_log_path
 
-    if not log.exists():
-        _fail(FileNotFoundError(f"no decision log at {log}"))
-    store = open_log_path(log)
+    try:
+        store = open_log_path(log)  # a SQLite file, or a postgresql:// URL
+    except (FileNotFoundError, ConnectionError) as exc:
+        _fail(exc)
     try:
         data = compute(store, experiment=experiment)
     finally:

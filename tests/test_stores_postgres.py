@@ -6,6 +6,7 @@ another URL. Without a reachable server these tests fail (they are not skipped).
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -153,6 +154,13 @@ def test_a_router_logs_into_postgres_and_training_reads_it(schema_url):
         assert data.n == 6
     finally:
         store.close()
+    from typer.testing import CliRunner
+
+    from learned_router.cli import app
+
+    result = CliRunner().invoke(app, ["report", "--log", schema_url, "--json"])  # the CLI reads it by URL too
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["requests"] == 6
 
 
 def test_training_reads_a_postgres_log_by_url(schema_url, tmp_path):
@@ -163,7 +171,8 @@ def test_training_reads_a_postgres_log_by_url(schema_url, tmp_path):
     out = tmp_path / "model"
     assert train_main(["--log", schema_url, "--out", str(out), "--no-tracking", "--quiet",
                        "--n-components", "8", "--n-draws", "100", "--min-decisions", "100"]) == 0
-    assert (out / "v0001" / "report.json").is_file()
+    report = json.loads((out / "v0001" / "report.json").read_text())
+    assert report["log"] == schema_url  # named as given (no password here to redact)
 
 
 def test_unreachable_database_names_the_url_without_the_password():

@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="learned-router train", description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("input")
-    src.add_argument("--log", type=Path, help="decision log (SQLite); with --from-dataset, where to write it")
+    src.add_argument("--log", type=Path,
+                     help="decision log (SQLite file or postgresql:// URL); with --from-dataset, where to write it")
     src.add_argument("--from-dataset", type=Path, help="simulate logged traffic from a routing dataset folder")
     src.add_argument("--logging-policy", default="uniform", help="logging policy for --from-dataset")
     src.add_argument("--n-decisions", type=int, default=None, help="simulated decisions (default: one per prompt)")
@@ -119,16 +120,16 @@ def _simulate(args: argparse.Namespace, progress: _Progress) -> Path:
 
 
 def _read(args: argparse.Namespace, log_path: Path, progress: _Progress) -> LoggedData:
-    from learned_router.stores import open_log_path
+    from learned_router.stores import describe_log, open_log_path
 
     try:
         store = open_log_path(log_path)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConnectionError) as exc:
         raise LogError(str(exc)) from None
     try:
         total = store.count(kinds=["decision"])
         if total == 0:
-            raise LogError(f"the decision log {log_path} holds no decisions")
+            raise LogError(f"the decision log {describe_log(log_path)} holds no decisions")
         task = progress.task("reading the log", total)
         data = load_logged(store.scan(since=args.since), on_progress=lambda i: progress.update(task, completed=i))
         progress.update(task, completed=total)
@@ -247,6 +248,7 @@ def _sha(path: Path) -> str:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run training as described in the module docstring; returns the report (also written to disk)."""
+    from learned_router.stores import describe_log
     from learned_router.strategies import RULES
     from training.tracking import MlflowTracker, NullTracker, default_tracking_uri, promotion_decision
 
@@ -297,7 +299,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             new = policies["learned"]["utility"].get("dr", {})
             promote, why = promotion_decision(new.get("ci_low"), champion_estimate)
             report = {
-                "version": version, "seed": args.seed, "log": str(log_path), "n_decisions": data.n,
+                "version": version, "seed": args.seed, "log": describe_log(log_path), "n_decisions": data.n,
                 "n_with_quality": int(data.has_quality.sum()), "n_train": int(len(train_rows)),
                 "n_holdout": int(len(test_rows)), "skipped": data.skipped, "arms": data.arms,
                 "logging_policies": dict(data.policies), "logging_policy": observed_values(data, test_rows),
@@ -309,7 +311,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             _plot(report, vdir / "ope.png")
             files = {str(p.relative_to(vdir)): _sha(p) for p in sorted(vdir.rglob("*")) if p.is_file()}
             manifest = {"kind": "learned-router-model", "format_version": 1, "version": version, "seed": args.seed,
-                        "log": str(log_path), "n_decisions": data.n, "arms": data.arms,
+                        "log": describe_log(log_path), "n_decisions": data.n, "arms": data.arms,
                         "embedding_dim": int(data.embeddings.shape[1]), "task_labels": data.task_labels,
                         "ope_utility_dr": new, "promotion": report["promotion"], "files": files,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -28,6 +28,7 @@ __all__ = [
     "PostgresDecisionLog",
     "SqliteDecisionLog",
     "decode_embedding",
+    "describe_log",
     "encode_embedding",
     "is_log_url",
     "open_log",
@@ -43,6 +44,16 @@ _URL = re.compile(r"^(postgres|postgresql):/+", re.IGNORECASE)
 def is_log_url(path: object) -> bool:
     """Whether a log path names a PostgreSQL database (``postgresql://...`` or ``postgres://...``)."""
     return isinstance(path, str) and path.lower().startswith(("postgresql://", "postgres://"))
+
+
+def describe_log(path: str | Path) -> str:
+    """How to name a log in reports and manifests: the path, or the URL with its password redacted."""
+    text = str(path)
+    if _URL.match(text):
+        from learned_router.stores.postgres import redact_url
+
+        return redact_url(_URL.sub(lambda m: f"{m.group(1)}://", text, count=1))
+    return text
 
 
 def __getattr__(name: str) -> Any:
