@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,19 +77,22 @@ class RecordBuilder:
         )
 
 
-class DecisionLogBase:
+class DecisionLogBase(ABC):
     """The methods every store builds on its own ``append``, ``scan`` and ``close``."""
 
     builder: RecordBuilder
 
+    @abstractmethod
     def append(self, record: DecisionRecord) -> int:
-        raise NotImplementedError
+        """Queue (or store) one record; returns its sequence number."""
 
+    @abstractmethod
     def scan(self, since: float | None = None, **filters: Any) -> Iterator[DecisionRecord]:
-        raise NotImplementedError
+        """The records, oldest first, with their newest feedback joined."""
 
+    @abstractmethod
     def close(self, timeout: float | None = None) -> None:
-        raise NotImplementedError
+        """Drain what is queued and release the store."""
 
     def append_decision(self, decision: Decision, outcome: Outcome | None = None, *, features: Any = None,
                         request: ChatRequest | None = None, breaker_trips: Sequence[str] = ()) -> int:

@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -91,12 +92,13 @@ class SqlDecisionLog(DecisionLogBase):
         self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------------ what a subclass provides
+    @abstractmethod
     def _connect(self) -> Any:
-        raise NotImplementedError
+        """A new database connection (the writer thread and each read open their own)."""
 
+    @abstractmethod
     def _commit(self, conn: Any, rows: list[tuple[Any, ...]]) -> None:
         """Write ``rows`` (values of :data:`COLUMNS`) in one transaction, replacing records with the same id."""
-        raise NotImplementedError
 
     def _usable(self, conn: Any) -> bool:
         """Whether the writer may keep ``conn`` after a failed write (False: it connects again)."""
