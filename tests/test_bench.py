@@ -148,3 +148,24 @@ def test_free_model_and_graded_quality(tmp_path: Path) -> None:
     assert max(learned.quality) > result.routers["model:tiny-model"].quality[0]
     oc, oq = frontier(result.routers["oracle"].cost, result.routers["oracle"].quality)
     assert all(quality_at(c, oc, oq) >= q - 1e-9 for c, q in zip(learned.cost, learned.quality, strict=True))
+
+
+def test_missing_prompts_and_outcomes(tmp_path: Path) -> None:
+    """A missing prompt reads as empty and a missing task as 'unknown'; a missing outcome value is a clear
+    error naming the column, not a NaN in every metric."""
+    from learned_router.bench.dataset import load_dataset
+
+    root = _write_dataset(tmp_path / "gaps", n=60)
+    prompts = pd.read_parquet(root / "prompts.parquet")
+    prompts.loc[0, "prompt"] = None
+    prompts.loc[1, "task"] = None
+    prompts.to_parquet(root / "prompts.parquet")
+    data = load_dataset(root)
+    assert data.prompts[0] == "" and data.tasks[1] == "unknown"
+    assert run_bench(root, mode="offline", points=3, embedder=HashingEmbedder(dim=32), progress=False,
+                     cache_dir=None).n_test == 60 - int(60 * 0.7)
+    outcomes = pd.read_parquet(root / "outcomes.parquet")
+    outcomes.loc[5, "quality"] = None
+    outcomes.to_parquet(root / "outcomes.parquet")
+    with pytest.raises(ValueError, match="'quality' has 1 missing"):
+        load_dataset(root)

@@ -107,8 +107,12 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         raise ValueError(f"{root}: the outcome matrix is not dense ({int((~seen).sum())} cells missing)")
 
     def matrix(column: str) -> NDArray[np.float64]:
+        values = outcomes[column].to_numpy(dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{root}: outcomes column {column!r} has {int((~np.isfinite(values)).sum())} "
+                             "missing or non-finite values")
         out = np.zeros((n, k))
-        out[ri, ci] = outcomes[column].to_numpy(dtype=np.float64)
+        out[ri, ci] = values
         return out
 
     def per_model(key: str) -> NDArray[np.float64]:
@@ -117,8 +121,8 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
     return BenchDataset(
         name=str(meta.get("name") or root.name),
         prompt_ids=ids,
-        prompts=prompts["prompt"].astype(str).tolist(),
-        tasks=prompts["task"].astype(str).to_numpy(),
+        prompts=prompts["prompt"].fillna("").astype(str).tolist(),  # a missing prompt reads as empty
+        tasks=prompts["task"].fillna("unknown").astype(str).to_numpy(),
         is_train=(prompts["split"].astype(str) == "train").to_numpy(),
         models=models,
         quality=matrix("quality"),
