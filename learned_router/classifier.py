@@ -99,7 +99,8 @@ class TaskClassifier:
             regression on all of it) so that the predicted probabilities are calibrated.
         seed: seed of the calibration split.
 
-    After ``fit``/``load``: ``classes_`` (label array, sorted), ``temperature_``, ``manifest_``.
+    After ``fit``/``load``: ``classes_`` (label array, sorted), ``labels_`` (the same as strings),
+    ``temperature_``, ``manifest_``.
     """
 
     def __init__(self, C: float = 4.0, max_iter: int = 3000, calibrate: bool = True, seed: int = 0) -> None:
@@ -141,6 +142,7 @@ class TaskClassifier:
                 temperature = _fit_temperature(logits, y_cal)
         model = lr(Xa, y_idx)
         self.classes_ = classes
+        self.labels_ = [str(c) for c in classes]
         coef = np.asarray(model.coef_, dtype=np.float32)
         intercept = np.asarray(model.intercept_, dtype=np.float32)
         if len(classes) == 2:  # binary LR keeps one row; softmax([0, z]) == sigmoid(z)
@@ -206,15 +208,12 @@ class TaskClassifier:
         top, t = max(z), float(self.temperature_)
         e = [math.exp((v - top) / t) for v in z]  # a dozen values: plain floats beat numpy's per-call cost
         total = sum(e)
-        cached = self.__dict__.get("_labels")
-        if cached is None or cached[0] is not self.classes_:  # refitted or reloaded since
-            cached = self._labels = (self.classes_, [str(c) for c in self.classes_])
-        return {label: v / total for label, v in zip(cached[1], e, strict=True)}
+        return {label: v / total for label, v in zip(self.labels_, e, strict=True)}
 
     def predict_dicts(self, X: ArrayLike) -> list[dict[str, float]]:
         """Per row, a ``{label: probability}`` mapping (what ``Features.task_probs`` holds)."""
-        labels = [str(c) for c in self.classes_] if hasattr(self, "classes_") else []
-        return [dict(zip(labels, map(float, row), strict=True)) for row in self.predict_proba(X)]
+        proba = self.predict_proba(X)  # checks that the classifier is fitted
+        return [dict(zip(self.labels_, row, strict=True)) for row in proba.tolist()]
 
     def report(self, X: ArrayLike, y: Sequence[str] | NDArray[Any]) -> dict[str, Any]:
         """Held-out metrics: accuracy, macro F1, ECE, log loss, per-class precision/recall/F1/support and
@@ -309,6 +308,7 @@ class TaskClassifier:
         self = cls(**{k: v for k, v in manifest.get("params", {}).items()
                       if k in ("C", "max_iter", "calibrate", "seed")})
         self.classes_ = np.asarray(labels)
+        self.labels_ = [str(c) for c in labels]
         self.coef_, self.intercept_ = coef, intercept
         self.temperature_ = float(payload["temperature"])
         self.manifest_ = manifest

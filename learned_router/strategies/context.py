@@ -103,6 +103,7 @@ class ContextTransform:
         self.len_mean_, self.len_sd_ = float(lt.mean()), float(max(lt.std(), 0.5))
         T = self._task_matrix(task_probs, len(E))
         self.task_mean_ = T.mean(axis=0) if len(T) else np.zeros(len(self.task_labels))
+        self._prepare_serving()
         return self
 
     def _memberships(self, E: Array) -> Array:
@@ -134,21 +135,16 @@ class ContextTransform:
         lt = (np.log1p(np.asarray(input_tokens, dtype=np.float64).reshape(-1)) - self.len_mean_) / self.len_sd_
         return np.hstack([np.ones((n, 1)), Z, self._memberships(E), T, np.clip(lt, -_LEN_CLIP, _LEN_CLIP)[:, None]])
 
-    def _serving(self) -> tuple[Array, Array, int]:
-        """The fused serving projection, built once per fitted state: the whitened PCA rows and the
-        centroid rows (divided by the temperature) stacked into one matrix, so one matrix-vector product
-        gives both feature blocks of a request. Returns (matrix, offset, p): features are
-        ``matrix @ e - offset`` (the offset centres the PCA block; the cluster block is centred after its
-        softmax)."""
-        fused = self.__dict__.get("_fused")
-        if fused is None or fused[3] is not self.components_ or fused[4] is not self.centroids_:
-            p = self.components_.shape[0]
-            proj = np.vstack([self.components_ * self.scales_[:, None], self.centroids_ / self.temperature])
-            offset = np.concatenate([proj[:p] @ self.mean_, np.zeros(self.centroids_.shape[0])])
-            # float32, like the embeddings: half the memory traffic of the product, no upcast per request
-            fused = (np.ascontiguousarray(proj, dtype=np.float32), offset, p, self.components_, self.centroids_)
-            self._fused = fused
-        return fused[0], fused[1], fused[2]
+    def _prepare_serving(self) -> None:
+        """Build the fused serving projection when the fitted state is set (``fit``, ``from_state``): the
+        whitened PCA rows and the centroid rows (divided by the temperature) stacked into one float32 matrix,
+        so one matrix-vector product gives both feature blocks of a request as ``proj_ @ e - offset_`` (the
+        offset centres the PCA block; the cluster block is centred after its softmax)."""
+        p = self.components_.shape[0]
+        proj = np.vstack([self.components_ * self.scales_[:, None], self.centroids_ / self.temperature])
+        self.offset_ = np.concatenate([proj[:p] @ self.mean_, np.zeros(self.centroids_.shape[0])])
+        # float32, like the embeddings: half the memory traffic of the product, no upcast per request
+        self.proj_ = np.ascontiguousarray(proj, dtype=np.float32)
 
     def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
                       task_probs: Mapping[str, float] | None = None) -> Array:
@@ -159,13 +155,12 @@ class ContextTransform:
         operations, so that a decision costs microseconds (``transform`` is the batch path for training)."""
         if not hasattr(self, "components_"):
             raise NotFittedError("ContextTransform.fit or from_state first")
-        proj, offset, p = self._serving()
+        p, c = self.components_.shape[0], self.centroids_.shape[0]
         e = self.mean_ if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(-1)
-        c = proj.shape[0] - p
         t = len(self.task_labels)
         out = np.empty(2 + p + c + t)
         out[0] = 1.0
-        z = proj @ e - offset  # float64 from here on
+        z = self.proj_ @ e - self.offset_  # float64 from here on
         out[1:1 + p] = z[:p]
         if c:
             s = np.exp(z[p:] - z[p:].max())
@@ -216,4 +211,5 @@ class ContextTransform:
         arrays = (t.mean_, t.components_, t.scales_, t.task_mean_, t.centroids_, t.cluster_mean_)
         if not all(np.isfinite(a).all() for a in arrays) or not t.len_sd_ > 0 or not t.temperature > 0:
             raise PolicyStateError("the context transform holds invalid numbers")
+        t._prepare_serving()
         return t
