@@ -223,20 +223,11 @@ def build_planner(cfg: RouterConfig, *, clock: Clock | None = None, seed: int | 
     strategies: dict[str, Strategy] = {name: cls() for name, cls in RULES.items()}
     features = _build_features(cfg, embedder)
     if _wants_learned(cfg):
-        strategies["learned"] = _build_learned(cfg, cfg.routing.model_path)
+        strategies["learned"] = _build_learned(cfg, cfg.routing.model_path, features)
     for exp in cfg.experiments:
         for v in exp.variants:
             if v.strategy == "learned" and v.model_path is not None:
-                strategies[_variant_strategy(exp.name, v.name)] = _build_learned(cfg, v.model_path)
-    embedder_name = getattr(getattr(features, "embedder", None), "name", None)
-    for name, strategy in strategies.items():
-        trained_on = getattr(strategy, "embedder", "")
-        if trained_on and embedder_name and trained_on != embedder_name and getattr(strategy, "error", 1) is None:
-            # Same width, different space (MiniLM and its static distillation are both 384-d): routing on
-            # such a policy would be silently wrong, so the rules route and every decision says why.
-            strategy.error = f"policy {name} was trained on {trained_on!r} embeddings; this router embeds with " \
-                             f"{embedder_name!r} (set embedder.kind to match, or retrain)"
-            log.warning("learned policy unusable, the rules will route: %s", strategy.error)
+                strategies[_variant_strategy(exp.name, v.name)] = _build_learned(cfg, v.model_path, features)
     assign = _build_assigner(cfg)
     return Planner(cfg, stats, breaker, budget, Analytics(), strategies, clock,
                    np.random.default_rng(seed if seed is not None else r.seed), features=features, assign=assign)
@@ -281,16 +272,19 @@ def _variant_strategy(experiment: str, variant: str) -> str:
     return f"learned@{experiment}/{variant}"
 
 
-def _build_learned(cfg: RouterConfig, path: str | None) -> Strategy:
+def _build_learned(cfg: RouterConfig, path: str | None, features: Any) -> Strategy:
     """The learned policy from ``path`` (see ``model_store.resolve_model``), or a cold one that learns
-    online from feedback and is not used until it has seen enough (the rules route meanwhile)."""
+    online from feedback and is not used until it has seen enough (the rules route meanwhile). A policy
+    trained on another embedder than the one of ``features`` is not used."""
     from learned_router.model_store import resolve_model
     from learned_router.strategies.thompson import ThompsonStrategy, load_learned_strategy
 
     if path is None:
         return ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers},
                                 explore=cfg.routing.exploration)
-    return load_learned_strategy(resolve_model(path, tracking_uri=cfg.routing.tracking_uri).policy_dir, cfg)
+    embedder = getattr(getattr(features, "embedder", None), "name", None)
+    return load_learned_strategy(resolve_model(path, tracking_uri=cfg.routing.tracking_uri).policy_dir, cfg,
+                                 embedder=embedder)
 
 
 def _build_assigner(cfg: RouterConfig) -> Callable[[ChatRequest], Assignment | None] | None:

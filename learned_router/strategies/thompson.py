@@ -321,16 +321,22 @@ def fit_thompson(embeddings: ArrayLike, input_tokens: ArrayLike, arms: Sequence[
     return ThompsonStrategy(model, transform, arms, priors=priors, version=version, **settings)
 
 
-def load_learned_strategy(path: str | Path, cfg: Any) -> ThompsonStrategy:
+def load_learned_strategy(path: str | Path, cfg: Any, *, embedder: str | None = None) -> ThompsonStrategy:
     """The learned strategy for a router config: the policy in ``path``, priors from the providers.
+    ``embedder`` is the name of the router's embedder.
 
     Never raises for a bad state: the strategy then carries ``error`` and is not ready, so the router
-    falls back to its rule strategy.
+    falls back to its rule strategy. A policy trained on another embedder's vectors counts as a bad state:
+    same width is no proof of the same space (MiniLM and its static distillation are both 384-d), and
+    routing on it would be silently wrong.
     """
     priors = {p.arm: p.quality_prior for p in cfg.providers}
     explore = bool(getattr(cfg.routing, "exploration", True))
     try:
         strategy = ThompsonStrategy.load(path, priors=priors)
+        if strategy.embedder and embedder and strategy.embedder != embedder:
+            raise PolicyStateError(f"the policy was trained on {strategy.embedder!r} embeddings; this router "
+                                   f"embeds with {embedder!r} (set embedder.kind to match, or retrain)")
     except PolicyStateError as exc:
         log.warning("learned policy unusable, the rules will route: %s", exc)
         return ThompsonStrategy(priors=priors, error=str(exc))
