@@ -69,16 +69,13 @@ def report(
     """Per-provider analytics from a decision log."""
     from learned_router.analytics import Analytics
     from learned_router.reporting import print_report
-    from learned_router.stores import open_log_path
+    from learned_router.stores import read_rows
 
     try:
-        store = open_log_path(log)  # a SQLite file, or a postgresql:// URL
+        rows = read_rows(log)  # a SQLite file, or a postgresql:// URL
     except (FileNotFoundError, ConnectionError) as exc:
         _fail(exc)
-    try:
-        data = Analytics.from_rows(rec.to_row() for rec in store.scan()).report()
-    finally:
-        store.close()
+    data = Analytics.from_rows(rows).report()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     else:

@@ -30,7 +30,6 @@ __all__ = [
     "decode_embedding",
     "describe_log",
     "encode_embedding",
-    "is_log_url",
     "open_log",
     "open_log_path",
     "read_rows",
@@ -41,19 +40,20 @@ __all__ = [
 _URL = re.compile(r"^(postgres|postgresql):/+", re.IGNORECASE)
 
 
-def is_log_url(path: object) -> bool:
-    """Whether a log path names a PostgreSQL database (``postgresql://...`` or ``postgres://...``)."""
-    return isinstance(path, str) and path.lower().startswith(("postgresql://", "postgres://"))
+def _log_url(path: object) -> str | None:
+    """The PostgreSQL URL that ``path`` names (its "//" restored), or None for a file path."""
+    text = str(path)
+    return _URL.sub(lambda m: f"{m.group(1)}://", text, count=1) if _URL.match(text) else None
 
 
 def describe_log(path: str | Path) -> str:
     """How to name a log in reports and manifests: the path, or the URL with its password redacted."""
-    text = str(path)
-    if _URL.match(text):
-        from learned_router.stores.postgres import redact_url
+    url = _log_url(path)
+    if url is None:
+        return str(path)
+    from learned_router.stores.postgres import redact_url
 
-        return redact_url(_URL.sub(lambda m: f"{m.group(1)}://", text, count=1))
-    return text
+    return redact_url(url)
 
 
 def __getattr__(name: str) -> Any:
@@ -70,10 +70,11 @@ def open_log(cfg: Any) -> SqliteDecisionLog | MemoryDecisionLog | PostgresDecisi
     ``cfg.path`` (``:memory:`` gives a MemoryDecisionLog)."""
     if cfg.path in (None, "", ":memory:"):
         return MemoryDecisionLog(store_prompts=cfg.store_prompts, store_embeddings=cfg.store_embeddings)
-    if is_log_url(cfg.path):
+    url = _log_url(cfg.path)
+    if url is not None:
         from learned_router.stores.postgres import PostgresDecisionLog
 
-        return PostgresDecisionLog(cfg.path, queue_size=cfg.queue_size, store_prompts=cfg.store_prompts,
+        return PostgresDecisionLog(url, queue_size=cfg.queue_size, store_prompts=cfg.store_prompts,
                                    store_embeddings=cfg.store_embeddings)
     return SqliteDecisionLog(cfg.path, queue_size=cfg.queue_size, store_prompts=cfg.store_prompts,
                              store_embeddings=cfg.store_embeddings)
@@ -87,11 +88,11 @@ def open_log_path(path: str | Path) -> SqliteDecisionLog | PostgresDecisionLog:
         FileNotFoundError: no file at ``path``.
         ConnectionError: the PostgreSQL database cannot be reached.
     """
-    text = str(path)
-    if _URL.match(text):
+    url = _log_url(path)
+    if url is not None:
         from learned_router.stores.postgres import PostgresDecisionLog
 
-        return PostgresDecisionLog(_URL.sub(lambda m: f"{m.group(1)}://", text, count=1))
+        return PostgresDecisionLog(url)
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"no decision log at {p}")
@@ -99,8 +100,12 @@ def open_log_path(path: str | Path) -> SqliteDecisionLog | PostgresDecisionLog:
 
 
 def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Every decision of the log at ``path`` as a plain dict (``DecisionRecord.to_row``)."""
-    store = open_log_path(path)
+    """Every decision of the log at ``path`` as a plain dict (``DecisionRecord.to_row``). The log is opened
+    now, so a missing file or an unreachable database raises here rather than on the first row."""
+    return _rows(open_log_path(path))
+
+
+def _rows(store: SqliteDecisionLog | PostgresDecisionLog) -> Iterator[dict[str, Any]]:
     try:
         for rec in store.scan():
             yield rec.to_row()
