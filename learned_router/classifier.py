@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -148,7 +147,7 @@ class TaskClassifier:
         if len(classes) == 2:  # binary LR keeps one row; softmax([0, z]) == sigmoid(z)
             coef = np.vstack([np.zeros_like(coef), coef])
             intercept = np.concatenate([np.zeros_like(intercept), intercept])
-        self.coef_, self.intercept_ = coef, intercept
+        self.coef_, self.intercept_ = np.ascontiguousarray(coef), np.ascontiguousarray(intercept)
         self.temperature_ = temperature
         self.manifest_ = self._make_manifest(embedder_name, int(Xa.shape[1]), data_sha256, len(ya), counts)
         return self
@@ -204,11 +203,16 @@ class TaskClassifier:
         self._check_fitted()
         if embedding.shape != (self.coef_.shape[1],):
             raise ValueError(f"expected an embedding of width {self.coef_.shape[1]}, got shape {embedding.shape}")
-        z = (self.coef_ @ embedding + self.intercept_).tolist()
-        top, t = max(z), float(self.temperature_)
-        e = [math.exp((v - top) / t) for v in z]  # a dozen values: plain floats beat numpy's per-call cost
-        total = sum(e)
-        return {label: v / total for label, v in zip(self.labels_, e, strict=True)}
+        kernel = getattr(self, "_softmax", None)
+        if kernel is None:  # the compiled kernel (numba) is loaded on the first single-row call
+            from learned_router import _kernels
+
+            _kernels.warm_up()
+            kernel = self._softmax = _kernels.affine_softmax
+        out = np.empty(len(self.labels_))
+        kernel(self.coef_, self.intercept_, 1.0 / float(self.temperature_),
+               np.ascontiguousarray(embedding, dtype=np.float32), out)
+        return dict(zip(self.labels_, out.tolist(), strict=True))
 
     def predict_dicts(self, X: ArrayLike) -> list[dict[str, float]]:
         """Per row, a ``{label: probability}`` mapping (what ``Features.task_probs`` holds)."""
@@ -300,8 +304,8 @@ class TaskClassifier:
             raise ConfigError(f"{man_path}:embedder.dim",
                               f"classifier expects {emb.get('dim')}-d embeddings, the embedder gives {embedder_dim}")
         payload = joblib.load(model_path)
-        coef = np.asarray(payload["coef"], dtype=np.float32)
-        intercept = np.asarray(payload["intercept"], dtype=np.float32)
+        coef = np.ascontiguousarray(payload["coef"], dtype=np.float32)  # row-major: the serving kernel's layout
+        intercept = np.ascontiguousarray(payload["intercept"], dtype=np.float32)
         if coef.shape != (len(labels), emb.get("dim")) or intercept.shape != (len(labels),):
             raise ConfigError(str(man_path), f"labels/dim ({len(labels)}, {emb.get('dim')}) do not match the "
                                              f"stored weights {coef.shape}")

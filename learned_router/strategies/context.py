@@ -145,33 +145,33 @@ class ContextTransform:
         self.offset_ = np.concatenate([proj[:p] @ self.mean_, np.zeros(self.centroids_.shape[0])])
         # float32, like the embeddings: half the memory traffic of the product, no upcast per request
         self.proj_ = np.ascontiguousarray(proj, dtype=np.float32)
+        self._mean32 = np.ascontiguousarray(self.mean_, dtype=np.float32)
+        self.task_mean_ = np.ascontiguousarray(self.task_mean_, dtype=np.float64)
+        self.cluster_mean_ = np.ascontiguousarray(self.cluster_mean_, dtype=np.float64)
+        from learned_router import _kernels  # numba: imported when a transform is first used
+
+        _kernels.warm_up()
+        self._kernel = _kernels.context_vector
 
     def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
                       task_probs: Mapping[str, float] | None = None) -> Array:
         """One context vector (shape (dim,)) from live features. A missing embedding maps to the training
         mean (no embedding signal); missing task probabilities to the training average.
 
-        The serving path: one fused product for the PCA and cluster blocks and a handful of small numpy
-        operations, so that a decision costs microseconds (``transform`` is the batch path for training)."""
+        The serving path: one compiled kernel (``_kernels.context_vector``) computes the same numbers as
+        :meth:`transform` in a couple of µs (``transform`` is the batch path for training)."""
         if not hasattr(self, "components_"):
             raise NotFittedError("ContextTransform.fit or from_state first")
-        p, c = self.components_.shape[0], self.centroids_.shape[0]
-        e = self.mean_ if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(-1)
-        t = len(self.task_labels)
-        out = np.empty(2 + p + c + t)
-        out[0] = 1.0
-        z = self.proj_ @ e - self.offset_  # float64 from here on
-        out[1:1 + p] = z[:p]
-        if c:
-            s = np.exp(z[p:] - z[p:].max())
-            out[1 + p:1 + p + c] = s / s.sum() - self.cluster_mean_
-        if t:
-            if task_probs:
-                out[1 + p + c:1 + p + c + t] = [task_probs.get(k, 0.0) for k in self.task_labels]
-                out[1 + p + c:1 + p + c + t] -= self.task_mean_
-            else:
-                out[1 + p + c:1 + p + c + t] = 0.0
-        out[-1] = min(_LEN_CLIP, max(-_LEN_CLIP, (math.log1p(input_tokens) - self.len_mean_) / self.len_sd_))
+        e = self._mean32 if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if e.shape[0] != self.embed_dim_:
+            raise ValueError(f"embedding has {e.shape[0]} dims; the transform was fitted on {self.embed_dim_}")
+        tasks = self.task_mean_  # centred to zero: the training average
+        if self.task_labels and task_probs:
+            tasks = np.array([task_probs.get(k, 0.0) for k in self.task_labels])
+        out = np.empty(2 + self.proj_.shape[0] + len(self.task_labels))
+        length = min(_LEN_CLIP, max(-_LEN_CLIP, (math.log1p(input_tokens) - self.len_mean_) / self.len_sd_))
+        self._kernel(self.proj_, self.offset_, e, self.components_.shape[0], self.cluster_mean_, tasks,
+                     self.task_mean_, length, out)
         return out
 
     def to_state(self) -> dict[str, Any]:

@@ -94,89 +94,112 @@ class ThompsonStrategy:
         self.error = error
         self.embedder = embedder
         self._index = {a: i for i, a in enumerate(self.arms)}
+        # the model's total evidence, kept here by update() so that ``ready`` costs no numpy call per request
+        self._evidence = 0.0 if model is None else float(model.n_obs_.sum())
         self._lock = threading.Lock()
         self._blocks: dict[int, NDArray[np.float64]] = {}  # see _normals
+        self._zero_rows: dict[int, NDArray[np.float64]] = {}  # see _no_draws
+        self._buffers: dict[int, tuple[NDArray[Any], ...]] = {}  # see _run
+        self._offer_cache: dict[tuple[str, ...], tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+        from learned_router import _kernels  # numba: imported when a policy is first built
+
+        _kernels.warm_up()
+        self._kernel = _kernels.sample_utilities
 
     @property
     def ready(self) -> bool:
         """True when a valid state with enough evidence is loaded (else the router uses the rules)."""
-        return (self.error is None and self.model is not None
-                and float(self.model.n_obs_.sum()) >= self.min_observations)
+        return self.error is None and self.model is not None and self._evidence >= self.min_observations
 
     # --------------------------------------------------------------- context
     def context(self, features: Features) -> NDArray[np.float64]:
         """The context vector of a request (raises ValueError when the embedding does not fit the state)."""
         if self.transform is None:
             return np.ones(1 if self.model is None else self.model.dim)
-        emb = features.embedding
-        if emb is not None and np.asarray(emb).shape[-1] != self.transform.embed_dim_:
-            raise ValueError(f"embedding has {np.asarray(emb).shape[-1]} dims; the policy was trained on "
-                             f"{self.transform.embed_dim_}")
-        return self.transform.transform_one(emb, features.input_tokens, features.task_probs)
+        return self.transform.transform_one(features.embedding, features.input_tokens, features.task_probs)
 
     def posterior(self, features: Features, arms: Sequence[ArmView]) -> tuple[NDArray[np.float64],
                                                                                 NDArray[np.float64]]:
         """Posterior mean and draw standard deviation of quality for each offered arm (cold arms: prior)."""
+        k = len(arms)
         with self._lock:
-            x = self.context(features)
-            model = self.model
-            if model is not None and len(arms) == model.n_arms and all(
-                    a.arm == m for a, m in zip(arms, self.arms, strict=True)):
-                # Every model arm offered in model order (the common case): two batched products.
-                return model.mean(x), model.std(x)
-            mean = np.empty(len(arms))
-            std = np.empty(len(arms))
-            known = [i for i, a in enumerate(arms) if str(a.arm) in self._index]
-            if known and model is not None:
-                idx = [self._index[str(arms[i].arm)] for i in known]
-                mean[known] = model.mean(x, idx)
-                std[known] = model.std(x, idx)
-            known_set = set(known)
-            cold = [i for i in range(len(arms)) if i not in known_set]
-            if cold:
-                alpha = model.alpha if model is not None else 1.0
-                scale = model.scale if model is not None else 0.25
-                mean[cold] = [self.priors.get(str(arms[i].arm), arms[i].provider.quality_prior) for i in cold]
-                std[cold] = scale * np.sqrt(float(x @ x) / alpha)
-        return mean, std
+            mean, std, *_ = self._run(features, arms, np.zeros(k), 1.0, self._no_draws(k), 0, 0.0)
+            return mean.copy(), std.copy()
+
+    def _run(self, features: Features, arms: Sequence[ArmView], offsets: NDArray[np.float64], w_quality: float,
+             normals: NDArray[np.float64], n_draws: int, pick: float) -> tuple[Any, ...]:
+        """One call of the compiled decision kernel (``_kernels.sample_utilities``); the caller holds the
+        state lock, and reads the returned buffers (mean, std, scores, counts, order, first) before
+        releasing it: they are reused by the next decision."""
+        x = self.context(features)
+        idx, cold_mean = self._offered(arms)
+        model = self.model
+        if model is None:
+            mu, ainv, alpha, scale = np.zeros((0, len(x))), np.zeros((0, len(x), len(x))), 1.0, 0.25
+        else:
+            mu, ainv, alpha, scale = model.mu_, model.Ainv_, model.alpha, model.scale
+        k = len(arms)
+        buf = self._buffers.get(k)
+        if buf is None:
+            buf = self._buffers[k] = (np.empty(k), np.empty(k), np.empty(k), np.empty(k, np.int64),
+                                      np.empty(k, np.int64))
+        mean, std, scores, counts, order = buf
+        first = self._kernel(x, mu, ainv, idx, cold_mean, alpha, scale, float(w_quality), offsets, normals,
+                             n_draws, pick, mean, std, counts, scores, order)
+        return mean, std, scores, counts, order, int(first)
+
+    def _offered(self, arms: Sequence[ArmView]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """Model index per offered arm (-1: unknown to the model) and the quality prior of each, memoised
+        per offered set (a decision offers the same few sets again and again)."""
+        key = tuple([a.arm for a in arms])
+        hit = self._offer_cache.get(key)
+        if hit is None:
+            if len(self._offer_cache) >= 256:
+                self._offer_cache.clear()
+            idx = np.array([self._index.get(str(a.arm), -1) for a in arms], dtype=np.int64)
+            cold = np.array([self.priors.get(str(a.arm), a.provider.quality_prior) for a in arms], dtype=np.float64)
+            hit = self._offer_cache[key] = (idx, cold)
+        return hit
+
+    def _no_draws(self, k: int) -> NDArray[np.float64]:
+        zeros = self._zero_rows.get(k)
+        if zeros is None:
+            zeros = self._zero_rows[k] = np.zeros((1, k))
+        return zeros
 
     # ---------------------------------------------------------------- select
     def select(self, ctx: Context, arms: Sequence[ArmView], rng: np.random.Generator) -> Ranking:
         """Rank the offered arms by sampled utility. Never mutates learning state."""
         if not arms:
             raise ValueError("select needs at least one arm")
-        mean, std = self.posterior(ctx.features, arms)
         w = ctx.weights
         k = len(arms)
-        names = [str(a.arm) for a in arms]
+        names = [a.arm for a in arms]
         offsets = np.array([-w.cost * 1000.0 * a.est_cost_usd - w.latency * a.latency_s for a in arms])
-        if self.explore and k > 1:
-            u = rng.random(3)  # one call for the three uniforms a decision needs (each rng call costs µs)
-            draws = self._normals(rng, k, float(u[0])) * (w.quality * std)
-            draws += w.quality * mean + offsets
-            props = np.bincount(draws.argmax(axis=1), minlength=k) / self.n_draws
-            prop_list = self._cap(props, mean).tolist()
-            first, acc, pick = k - 1, 0.0, float(u[1])
-            for i, p in enumerate(prop_list):  # inverse CDF over k values: plain Python beats two numpy calls
-                acc += p
-                if pick < acc:
-                    first = i
-                    break
-            scores = draws[int(u[2] * self.n_draws)].tolist()
-        else:
-            scores = (w.quality * mean + offsets).tolist()
-            first = max(range(k), key=scores.__getitem__)
-            prop_list = [0.0] * k
-            prop_list[first] = 1.0
-        neg = [-v for v in scores]
-        rest = sorted((i for i in range(k) if i != first), key=neg.__getitem__)  # ties keep the offered order
+        explore = self.explore and k > 1
+        with self._lock:
+            if explore:
+                u0, pick = rng.random(2).tolist()  # one call for both uniforms (each rng call costs µs)
+                mean, _, scores, counts, order, first = self._run(
+                    ctx.features, arms, offsets, w.quality, self._normals(rng, k, u0), self.n_draws, pick)
+                n = self.n_draws
+                prop_list = [c / n for c in counts.tolist()]
+                if self.quality_floor is not None and self.exploration_cap < 1.0:
+                    prop_list = self._cap(np.array(prop_list), mean).tolist()
+                    first = _inverse_cdf(prop_list, pick)
+            else:
+                _, _, scores, _, order, first = self._run(ctx.features, arms, offsets, w.quality,
+                                                          self._no_draws(k), 0, 0.0)
+                prop_list = [0.0] * k
+                prop_list[first] = 1.0
+            score_list = scores.tolist()
+            rest = order.tolist()
+        rest.remove(first)
         return Ranking(
-            arms=(arms[first].arm, *(arms[i].arm for i in rest)),
-            scores=dict(zip(names, scores, strict=True)),
+            arms=(names[first], *[names[i] for i in rest]),
+            scores=dict(zip(names, score_list, strict=True)),
             propensities=dict(zip(names, prop_list, strict=True)),
-            info={"strategy": self.name, "version": self.version,
-                  "mean_quality": dict(zip(names, mean.tolist(), strict=True)),
-                  "std_quality": dict(zip(names, std.tolist(), strict=True))},
+            info={"strategy": self.name, "version": self.version},
         )
 
     def _normals(self, rng: np.random.Generator, k: int, u: float) -> NDArray[np.float64]:
@@ -220,13 +243,16 @@ class ThompsonStrategy:
                 self.model = LinearTS(1, 1 if self.transform is None else self.transform.dim,
                                       [self.priors.get(str(arm), 0.5)], scale=0.25)
                 self.arms, self._index = [str(arm)], {str(arm): 0}
+                self._offer_cache.clear()
             x = self.context(features)
             idx = self._index.get(str(arm))
             if idx is None:
                 idx = self.model.add_arm(self.priors.get(str(arm), 0.5))
                 self.arms.append(str(arm))
                 self._index[str(arm)] = idx
+                self._offer_cache.clear()  # offered sets now map this arm to the model
             self.model.partial_fit(idx, x, float(reward), float(weight))
+            self._evidence = float(self.model.n_obs_.sum())
 
     # ----------------------------------------------------------- persistence
     def to_state(self) -> dict[str, Any]:
@@ -302,6 +328,16 @@ class ThompsonStrategy:
         strategy = cls.from_state(state, priors=priors)
         strategy.embedder = str(manifest.get("embedder") or "")
         return strategy
+
+
+def _inverse_cdf(probs: Sequence[float], u: float) -> int:
+    """The index where the cumulative sum of ``probs`` first exceeds ``u`` (the last index at worst)."""
+    acc = 0.0
+    for i, p in enumerate(probs):  # over k values plain Python beats two numpy calls
+        acc += p
+        if u < acc:
+            return i
+    return len(probs) - 1
 
 
 def fit_thompson(embeddings: ArrayLike, input_tokens: ArrayLike, arms: Sequence[str], arm_index: ArrayLike,
