@@ -7,6 +7,7 @@ State lives behind ``BreakerStore`` so that a shared store (Redis) can hold it; 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -31,6 +32,8 @@ class BreakerStore(Protocol):
 
     def get(self, arm: str) -> BreakerState: ...
 
+    def get_many(self, arms: Sequence[str]) -> list[BreakerState]: ...
+
     def update(self, arm: str, fn: _Transition) -> tuple[BreakerState, object]: ...
 
 
@@ -51,6 +54,10 @@ class MemoryBreakerStore:
     def get(self, arm: str) -> BreakerState:
         # States are immutable and replaced whole under the lock; a dict read needs no lock.
         return self._states.get(arm, _CLOSED)
+
+    def get_many(self, arms: Sequence[str]) -> list[BreakerState]:
+        states = self._states
+        return [states.get(a, _CLOSED) for a in arms]
 
     def update(self, arm: str, fn: _Transition) -> tuple[BreakerState, object]:
         with self._lock:
@@ -97,6 +104,22 @@ class CircuitBreaker:
         if s.state == OPEN:
             return self._time() - s.opened_at >= self.reset_timeout_s
         return not s.probe_in_flight
+
+    def refusing(self, arms: Sequence[str]) -> set[str]:
+        """The arms among ``arms`` whose breaker would not let a call through now: ``available`` for many
+        arms with one store read (one round trip on a shared store)."""
+        out: set[str] = set()
+        now: float | None = None
+        for arm, s in zip(arms, self.store.get_many(arms), strict=True):
+            if s.state is CLOSED or s.state == CLOSED:
+                continue
+            if s.state == OPEN:
+                now = self._time() if now is None else now
+                if now - s.opened_at < self.reset_timeout_s:
+                    out.add(arm)
+            elif s.probe_in_flight:
+                out.add(arm)
+        return out
 
     def allow(self, arm: str) -> bool:
         """Claim permission for one call. In half-open state exactly one caller gets True."""

@@ -6,7 +6,7 @@ were actually offered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from learned_router.config import ProviderConfig
@@ -36,8 +36,8 @@ def filter_arms(
     *,
     now: float,
     rules: EligibilityRules,
-    breaker_available: Callable[[str], bool],
-    budget_reason: Callable[[str, float], str | None],
+    breaker_refusing: Collection[str],
+    budget_reason: Callable[[str, float], str | None] | None,
     pinned: set[str] | None = None,
     availability: Callable[[ArmStats, float], float] | None = None,
     arm_ids: Sequence[ArmId] | None = None,
@@ -47,8 +47,10 @@ def filter_arms(
     Args:
         stats: live metrics per arm.
         now: the monotonic time, for cool-downs and availability healing.
-        breaker_available: arm → whether its breaker would let a call through now.
-        budget_reason: (provider name, estimated cost) → None, or why the provider's budget refuses it.
+        breaker_refusing: the arms whose breaker would not let a call through now
+            (``CircuitBreaker.refusing``).
+        budget_reason: (provider name, estimated cost) → None, or why the provider's budget refuses it;
+            None when no provider has a budget.
         pinned: when given, only these arms (or provider names) may serve.
         availability: (stats, now) → current availability (``LiveStats.availability``); default: as stored.
         arm_ids: the arm id of each provider, precomputed (else built here).
@@ -75,13 +77,13 @@ def filter_arms(
                       f"(~{in_tokens} in + {out_tokens} out)")
         elif ceiling is not None and cost > ceiling:
             reason = f"estimated cost ${cost:.6f} exceeds the request's ceiling ${ceiling:.6f}"
-        elif not breaker_available(arm):
+        elif arm in breaker_refusing:
             reason = "circuit breaker open"
         elif s.cooldown_until > now:
             reason = f"rate limited by the provider; retry after {s.cooldown_until - now:.1f}s"
         elif avail < rules.availability_threshold and s.calls >= rules.availability_min_calls:
             reason = f"availability {avail:.3f} below threshold {rules.availability_threshold}"
-        else:
+        elif budget_reason is not None:
             reason = budget_reason(p.name, cost)
         if reason is not None:
             excluded[arm] = reason

@@ -108,8 +108,9 @@ class Planner:
         features, fallback = self._features(req, name)
         eligible, excluded = filter_arms(
             self._routable, req, features, self.stats.snapshot(), now=self.clock.monotonic(),
-            rules=self._rules, breaker_available=self.breaker.available,
-            budget_reason=self.budget.provider_headroom, pinned=pinned, availability=self.stats.availability,
+            rules=self._rules, breaker_refusing=self.breaker.refusing(self._routable_ids),
+            budget_reason=self.budget.provider_headroom if self.budget.provider_limits else None,
+            pinned=pinned, availability=self.stats.availability,
             arm_ids=self._routable_ids,
         )
         if not eligible:
@@ -146,19 +147,19 @@ class Planner:
         """Token estimates always; the embedding and task probabilities when the strategy uses them (or the
         log wants every embedding). Returns the features and, when the strategy needed the model path and
         it failed, why (the rules then decide)."""
-        text = req.prompt_text()
-        base = Features(input_tokens=max(1, math.ceil(len(text) / 4)), output_tokens_est=req.max_tokens or 256,
-                        task_probs={req.task_hint: 1.0} if req.task_hint else {})
         needed = strategy.startswith("learned") or (strategy == "task" and req.task_hint is None)
-        if not (needed or self.config.log.embed_for_log):
-            return base, None
-        if self.features is None:
-            return base, "no embedder/classifier configured" if needed else None
-        try:
-            return self.features.extract(req), None
-        except Exception as exc:  # noqa: BLE001 - any failure of the model path falls back to the rules
-            log.warning("feature extraction failed, falling back to rules: %s", type(exc).__name__)
-            return base, f"feature extraction failed: {type(exc).__name__}: {exc}" if needed else None
+        if self.features is not None and (needed or self.config.log.embed_for_log):
+            try:
+                return self.features.extract(req), None
+            except Exception as exc:  # noqa: BLE001 - any failure of the model path falls back to the rules
+                log.warning("feature extraction failed, falling back to rules: %s", type(exc).__name__)
+                reason: str | None = f"feature extraction failed: {type(exc).__name__}: {exc}"
+        else:
+            reason = "no embedder/classifier configured"
+        base = Features(input_tokens=max(1, math.ceil(len(req.prompt_text()) / 4)),
+                        output_tokens_est=req.max_tokens or 256,
+                        task_probs={req.task_hint: 1.0} if req.task_hint else {})
+        return base, reason if needed else None
 
     def _select(self, name: str, ctx: Context, eligible: list[Any],
                 fallback: str | None) -> tuple[str, Ranking, str | None]:

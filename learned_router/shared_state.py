@@ -89,6 +89,11 @@ class RedisBreakerStore:
     def get(self, arm: str) -> BreakerState:
         return self._decode(self.client.get(self.prefix + arm))
 
+    def get_many(self, arms: Sequence[str]) -> list[BreakerState]:
+        if not arms:
+            return []
+        return [self._decode(raw) for raw in self.client.mget([self.prefix + a for a in arms])]
+
     def update(self, arm: str, fn: _Transition) -> tuple[BreakerState, object]:
         import redis
 

@@ -106,6 +106,8 @@ class ChatRequest:
     model: str | None = None
     strategy: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # prompt_text() memoised: routing reads it three times per request (tokens, embedding, log)
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def coerce(cls, value: ChatRequest | Mapping[str, Any]) -> ChatRequest:
@@ -153,6 +155,8 @@ class ChatRequest:
 
     def prompt_text(self) -> str:
         """The text of every message, joined; what the embedder and the token estimate see."""
+        if self._text is not None:
+            return self._text
         parts: list[str] = []
         for m in self.messages:
             content = m.get("content")
@@ -160,7 +164,9 @@ class ChatRequest:
                 parts.append(content)
             elif isinstance(content, Sequence):
                 parts.extend(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-        return "\n".join(parts)
+        text = "\n".join(parts)
+        object.__setattr__(self, "_text", text)  # a cache of a pure function of the frozen fields
+        return text
 
     def last_user_text(self) -> str:
         for m in reversed(self.messages):

@@ -133,6 +133,14 @@ class BreakerMachine(RuleBasedStateMachine):
     def states_agree(self):
         assert self.b.state(ARM) == self._model_view()
 
+    @invariant()
+    def batch_view_agrees(self):
+        # what routing reads (one store read for every arm) says what ``available`` says for each arm
+        view = self._model_view()
+        open_now = view == "open" or (view == "half_open" and self.probe)
+        assert self.b.available(ARM) is not open_now
+        assert self.b.refusing([ARM, "other::m"]) == ({ARM} if open_now else set())
+
 
 TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)

@@ -67,8 +67,10 @@ def test_breaker_state_is_shared_between_processes(redis_client):
     a = CircuitBreaker(failure_threshold=2, reset_timeout_s=10, clock=clock, store=RedisBreakerStore(client, prefix=prefix))
     b = CircuitBreaker(failure_threshold=2, reset_timeout_s=10, clock=clock, store=RedisBreakerStore(client, prefix=prefix))
     a.record_failure("x::m")
+    assert a.refusing(["x::m", "y::m"]) == set()
     assert b.record_failure("x::m")  # the second failure, seen by another router, trips it
     assert a.state("x::m") == "open"
+    assert a.refusing(["x::m", "y::m"]) == {"x::m"} and a.refusing([]) == set()  # one MGET for all arms
     clock.advance(10)
     results = []
     threads = [threading.Thread(target=lambda br=br: results.append(br.allow("x::m"))) for br in (a, b) * 4]

@@ -51,7 +51,8 @@ def health_report(router: Any) -> tuple[bool, dict[str, Any]]:
         eligible, excluded = filter_arms(
             cfg.providers, _PROBE, _PROBE_FEATURES, router.stats.snapshot(), now=router.clock.monotonic(),
             rules=EligibilityRules(r.availability_threshold, r.availability_min_calls),
-            breaker_available=router.breaker.available, budget_reason=router.budget.provider_headroom,
+            breaker_refusing=router.breaker.refusing([p.arm for p in cfg.providers]),
+            budget_reason=router.budget.provider_headroom,
         )
         providers: dict[str, Any] = {"total": len(cfg.providers), "eligible": len(eligible),
                                      "excluded": {str(k): v for k, v in excluded.items()}}
