@@ -11,6 +11,7 @@ import pytest
 
 from learned_router.bench import run_bench, write_decisions
 from learned_router.bench.cli import bench_command
+from learned_router.bench import routers as R
 from learned_router.bench.metrics import apgr, cost_to_reach, frontier, pgr_curve, quality_at
 from learned_router.embedders import HashingEmbedder
 
@@ -169,3 +170,19 @@ def test_missing_prompts_and_outcomes(tmp_path: Path) -> None:
     outcomes.to_parquet(root / "outcomes.parquet")
     with pytest.raises(ValueError, match="'quality' has 1 missing"):
         load_dataset(root)
+
+
+def test_token_model_predicts_the_mean_of_skewed_answer_lengths_not_the_median() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    X = np.hstack([np.ones((n, 1)), rng.normal(size=(n, 3))])
+    # answer lengths log-normal around a prompt-dependent median: mean = median * exp(sigma^2 / 2)
+    sigma = np.array([0.3, 1.2])
+    log_median = 5.0 + 0.3 * X[:, 1:2]
+    tokens = np.exp(log_median + sigma * rng.normal(size=(n, 2)))
+    test = np.hstack([np.ones((500, 1)), rng.normal(size=(500, 3))])
+    expected_mean = np.exp(5.0 + 0.3 * test[:, 1:2] + sigma ** 2 / 2)
+    for model in (R.TokenModel().fit_full(X, tokens),
+                  R.TokenModel().fit(X, np.repeat([0, 1], n // 2), tokens[np.arange(n), np.repeat([0, 1], n // 2)], 2)):
+        ratio = model.predict(test).mean(axis=0) / expected_mean.mean(axis=0)
+        assert np.all(np.abs(ratio - 1) < 0.08), ratio  # the median would be 4% and 51% low

@@ -14,7 +14,7 @@ __all__ = ["bench_command"]
 
 def bench_command(dataset_dir: str | Path, mode: str = "offline", json_out: str | Path | None = None,
                   json_print: bool = False, decisions_out: str | Path | None = None, plot: str | Path | None = None,
-                  seed: int = 0, embedder: str = "minilm", *, points: int = 24,
+                  seed: int = 0, embedder: str = "minilm", *, points: int = 64,
                   cache_dir: str | Path | None = "out/cache") -> int:
     """Run the benchmark, print a rich table (or JSON with ``json_print``) and write the requested files.
 

@@ -36,43 +36,68 @@ def cv_folds(n: int, n_folds: int, seed: int) -> list[NDArray[np.int64]]:
     return [perm[i::n_folds] for i in range(n_folds)]
 
 
+_LOG_TOKENS_CAP = 12.0  # log(1 + tokens) is clipped to [0, 12]: at most ~160k tokens
+
+
 @dataclass
 class TokenModel:
     """Predicts each model's output tokens for a prompt: per-model ridge regression of log(1 + tokens) on the
-    context vector, fitted on the rows where that model was observed."""
+    context vector, fitted on the rows where that model was observed.
+
+    A regression on the log scale predicts the median, and answer lengths are skewed: mapped back with
+    ``expm1`` it underestimates the mean, and so the expected cost, by up to 2x for some models. Each model's
+    prediction is therefore scaled by its *smearing factor* (Duan, 1983), the mean of exp(residual) over
+    out-of-fold residuals on the train rows (in-sample residuals would understate it), which makes the
+    predicted tokens (plus one) unbiased for their mean."""
 
     alpha: float = 10.0
+    n_folds: int = 3
+    seed: int = 0
 
     def fit(self, X: Array, arms: NDArray[np.int64], tokens: Array, n_arms: int) -> TokenModel:
-        d = X.shape[1]
-        self.coef_ = np.zeros((n_arms, d))
         y_all = np.log1p(np.maximum(tokens, 0.0))
         fallback = float(y_all.mean()) if len(y_all) else np.log1p(200.0)
+        self.coef_ = np.zeros((n_arms, X.shape[1]))
+        self.smear_ = np.ones(n_arms)
         for a in range(n_arms):
             sel = arms == a
             if not sel.any():
                 self.coef_[a, 0] = fallback
                 continue
-            Xa, ya = X[sel], y_all[sel]
-            A = Xa.T @ Xa + self.alpha * np.eye(d)
-            b = Xa.T @ ya
-            b[0] += self.alpha * fallback  # shrink the intercept toward the global mean
-            self.coef_[a] = np.linalg.solve(A, b)
+            Xa, ya = X[sel], y_all[sel, None]
+            self.coef_[a] = self._solve(Xa, ya, np.array([fallback]))[:, 0]
+            self.smear_[a] = self._smearing(Xa, ya, np.array([fallback]))[0]
         return self
 
     def fit_full(self, X: Array, tokens: Array) -> TokenModel:
         """All models observed on every row: ``tokens`` is (n, K)."""
-        d = X.shape[1]
         Y = np.log1p(np.maximum(tokens, 0.0))
-        A = X.T @ X + self.alpha * np.eye(d)
-        B = X.T @ Y
-        B[0] += self.alpha * Y.mean()
-        self.coef_ = np.linalg.solve(A, B).T
+        shrink_to = np.full(Y.shape[1], Y.mean())
+        self.coef_ = self._solve(X, Y, shrink_to).T
+        self.smear_ = self._smearing(X, Y, shrink_to)
         return self
 
+    def _solve(self, X: Array, Y: Array, shrink_to: Array) -> Array:
+        """Ridge coefficients (d, K) of ``Y`` on ``X``, the intercept shrunk toward ``shrink_to``."""
+        A = X.T @ X + self.alpha * np.eye(X.shape[1])
+        B = X.T @ Y
+        B[0] += self.alpha * shrink_to
+        return np.linalg.solve(A, B)
+
+    def _smearing(self, X: Array, Y: Array, shrink_to: Array) -> Array:
+        """Per column of ``Y``, the mean of exp(out-of-fold residual); 1 when there are too few rows."""
+        n = len(X)
+        if n < 3 * self.n_folds:
+            return np.ones(Y.shape[1])
+        resid = np.empty_like(Y)
+        for fold in cv_folds(n, self.n_folds, self.seed):
+            train = np.setdiff1d(np.arange(n), fold)
+            resid[fold] = Y[fold] - np.clip(X[fold] @ self._solve(X[train], Y[train], shrink_to), 0.0, _LOG_TOKENS_CAP)
+        return np.exp(resid).mean(axis=0)
+
     def predict(self, X: Array) -> Array:
-        """Predicted output tokens, shape (n, K)."""
-        return np.expm1(np.clip(X @ self.coef_.T, 0.0, 12.0))
+        """Predicted mean output tokens, shape (n, K)."""
+        return np.maximum(np.exp(np.clip(X @ self.coef_.T, 0.0, _LOG_TOKENS_CAP)) * self.smear_ - 1.0, 0.0)
 
 
 def predicted_cost_per_1k(data: BenchDataset, rows: NDArray[np.int64], out_tokens: Array) -> Array:
