@@ -71,6 +71,15 @@ def test_result_has_every_router_and_mode(bench_result) -> None:  # type: ignore
     assert payload["reference"]["best_model"] == "big-model"
     assert set(payload["targets"]) == {"offline", "bandit", "online"}
     assert payload["online_learning_curve"]["step"]
+    for mode, t in payload["targets"].items():  # the cost-share figure comes with its bootstrap interval
+        lo, hi = t["cost_share_ci95"]
+        share = t["cost_share_for_best_quality"]
+        assert lo is None or hi is None or lo <= hi, mode
+        if share is not None and lo is not None and hi is not None:
+            assert lo - 0.05 <= share <= hi + 0.05, mode
+        assert 0.0 <= t["p_cost_share_<=60%"] <= 1.0
+        b_lo, b_hi = t["best_quality_ci95"]
+        assert b_lo <= payload["reference"]["best_quality"] <= b_hi
 
 
 def test_oracle_dominates_every_router(bench_result) -> None:  # type: ignore[no-untyped-def]

@@ -53,7 +53,10 @@ def render_tables(result: BenchResult) -> list[Any]:
     targets.add_column("value", justify="right")
     for mode, checks in result.targets.items():
         for key, value in checks.items():
-            shown = ("yes" if value else "NO") if isinstance(value, bool) else (
-                _num(value, 4) if isinstance(value, float) else str(value))
+            if isinstance(value, list):  # an interval; None at an end: not reached
+                shown = "–".join("never" if v is None else _num(v, 3) for v in value)
+            else:
+                shown = ("yes" if value else "NO") if isinstance(value, bool) else (
+                    _num(value, 4) if isinstance(value, float) else str(value))
             targets.add_row(mode, key, shown)
     return [table, targets]
