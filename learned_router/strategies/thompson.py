@@ -13,6 +13,8 @@ Utility of arm *a* for a request, in quality units::
 Weights come from ``Context.weights`` (request, else tenant, else config). The first arm is drawn from the
 Monte-Carlo propensity vector P(argmax u = a), so the logged propensity is the probability actually used;
 the other arms follow by sampled utility (the failover order). ``select`` never mutates learning state.
+The arithmetic of a decision (context vector, posterior, Monte-Carlo propensities, ranking) runs in the
+compiled kernels of ``learned_router._kernels``; ``LinearTS.mean``/``std`` are the batch numpy equivalents.
 
 Arms unknown to the trained state start from their configured ``quality_prior`` (cold start) and join the
 model on their first update. A strategy without a usable state reports ``ready == False`` and the router
