@@ -57,15 +57,20 @@ def config(strategy: str, model_path: str | None = None, embedder: str = "minilm
 
 
 def train_policy(folder: Path) -> None:
-    """A policy fitted on synthetic traffic (random unit vectors stand in for embeddings)."""
+    """A policy fitted on synthetic traffic (random unit vectors stand in for embeddings), with the context a
+    policy from ``learned-router train`` reads by default: 32 PCA components and the shipped task
+    classifier's probabilities."""
+    from learned_router.classifier import TaskClassifier
     from learned_router.strategies.thompson import fit_thompson
 
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(3000, 384)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    classifier = TaskClassifier.load(Path(__file__).resolve().parent.parent / "models" / "task_classifier")
     arms = [f"p{i}::m{i}" for i in range(10)]
     idx = rng.integers(0, 10, 3000)
-    fit_thompson(emb, rng.integers(20, 400, 3000), arms, idx, rng.random(3000), n_components=48).save(folder)
+    fit_thompson(emb, rng.integers(20, 400, 3000), arms, idx, rng.random(3000), n_components=32,
+                 task_probs=classifier.predict_proba(emb), task_labels=classifier.labels_).save(folder)
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from learned_router.types import ArmId, ChatRequest
 
 __all__ = ["EligibilityRules", "estimate_cost_usd", "filter_arms"]
 
+_new_view = tuple.__new__
+
 
 @dataclass(frozen=True, slots=True)
 class EligibilityRules:
@@ -88,5 +90,6 @@ def filter_arms(
         if reason is not None:
             excluded[arm] = reason
             continue
-        eligible.append(ArmView(arm, p, s.quality, s.latency_s, avail, s.in_flight, cost))
+        # tuple.__new__ skips the NamedTuple's generated __new__ frame: one view per arm per request
+        eligible.append(_new_view(ArmView, (arm, p, s.quality, s.latency_s, avail, s.in_flight, cost)))
     return eligible, excluded

@@ -162,7 +162,12 @@ class ContextTransform:
         :meth:`transform` in a couple of µs (``transform`` is the batch path for training)."""
         if not hasattr(self, "components_"):
             raise NotFittedError("ContextTransform.fit or from_state first")
-        e = self._mean32 if embedding is None else np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if embedding is None:
+            e = self._mean32
+        elif type(embedding) is np.ndarray and embedding.dtype == np.float32 and embedding.ndim == 1:
+            e = embedding  # the serving path's embeddings already are float32 vectors
+        else:
+            e = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if e.shape[0] != self.embed_dim_:
             raise ValueError(f"embedding has {e.shape[0]} dims; the transform was fitted on {self.embed_dim_}")
         tasks = self.task_mean_  # centred to zero: the training average
