@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +55,18 @@ def config(strategy: str, model_path: str | None = None, embedder: str = "minilm
     if model_path:
         routing["model_path"] = model_path
     return {"providers": providers, "routing": routing, "embedder": {"kind": embedder}}
+
+
+def router_memory_mb(engine: str, policy: str) -> tuple[float, float]:
+    """RSS of a fresh Python process (numpy imported) before and after it loads a learned router embedding
+    with ``engine`` and routes one request: the memory a user pays for that engine alone."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); "
+            "from route_speed import config, prompt, rss_mb; base = rss_mb(); "
+            f"from learned_router import Router; r = Router.from_config(config('learned', {policy!r}, {engine!r})); "
+            "r.route({'messages': [{'role': 'user', 'content': prompt(0)}]}); print(base, rss_mb())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    before, after = (float(v) for v in out.stdout.split()[-2:])
+    return before, after
 
 
 def train_policy(folder: Path) -> None:
@@ -125,6 +138,9 @@ def main() -> None:
             emb.embed(texts)
             rows.append((f"embedding throughput ({engine}, batch of 512)", "-", "-",
                          f"{512 / (time.perf_counter() - t):.0f} prompts/s"))
+            before, after = router_memory_mb(engine, tmp)
+            rows.append((f"memory of a loaded router ({engine})", "-", "-",
+                         f"+{after - before:.0f} MB RSS ({before:.0f} -> {after:.0f} MB, fresh process)"))
         loaded_mb = rss_mb()
 
     from sentence_transformers import SentenceTransformer
