@@ -203,16 +203,20 @@ class TaskClassifier:
         self._check_fitted()
         if embedding.shape != (self.coef_.shape[1],):
             raise ValueError(f"expected an embedding of width {self.coef_.shape[1]}, got shape {embedding.shape}")
-        kernel = getattr(self, "_softmax", None)
-        if kernel is None:  # the compiled kernel (numba) is loaded on the first single-row call
-            from learned_router import _kernels
-
-            _kernels.warm_up()
-            kernel = self._softmax = _kernels.affine_softmax
+        kernel = getattr(self, "_softmax", None) or self._load_kernel()
         out = np.empty(len(self.labels_))
         kernel(self.coef_, self.intercept_, 1.0 / float(self.temperature_),
                np.ascontiguousarray(embedding, dtype=np.float32), out)
         return dict(zip(self.labels_, out.tolist(), strict=True))
+
+    def _load_kernel(self) -> Any:
+        """The compiled single-row kernel (numba), compiled or loaded from its cache here: by ``load`` for
+        a serving router, else on the first single-row call."""
+        from learned_router import _kernels
+
+        _kernels.warm_up()
+        self._softmax = _kernels.affine_softmax
+        return self._softmax
 
     def predict_dicts(self, X: ArrayLike) -> list[dict[str, float]]:
         """Per row, a ``{label: probability}`` mapping (what ``Features.task_probs`` holds)."""
@@ -316,6 +320,7 @@ class TaskClassifier:
         self.coef_, self.intercept_ = coef, intercept
         self.temperature_ = float(payload["temperature"])
         self.manifest_ = manifest
+        self._load_kernel()  # a loaded classifier serves: no compilation on the first request
         return self
 
     def check_embedder(self, embedder: Any) -> None:
