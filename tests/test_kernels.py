@@ -16,13 +16,13 @@ def _fitted_model(rng: np.random.Generator, k: int = 6, d: int = 9) -> LinearTS:
     return LinearTS(k, d, rng.random(k), alpha=2.0, scale=0.3).fit(X, arms, rewards)
 
 
-def _run(model: LinearTS, x, idx, cold, offsets, normals, n_draws, pick, w_quality=1.5):  # type: ignore[no-untyped-def]
+def _run(model: LinearTS, x, idx, cold, offsets, normals, n_draws, pick, w_quality=1.5, with_std=True):  # type: ignore[no-untyped-def]
     k = len(idx)
     mean, std, scores = np.empty(k), np.empty(k), np.empty(k)
     counts, order = np.empty(k, np.int64), np.empty(k, np.int64)
     first = _kernels.sample_utilities(x, model.mu_, model.Ainv_, np.asarray(idx, np.int64), np.asarray(cold, float),
                                       model.alpha, model.scale, w_quality, np.asarray(offsets, float), normals,
-                                      n_draws, pick, mean, std, counts, scores, order)
+                                      n_draws, pick, with_std, mean, std, counts, scores, order)
     return int(first), mean, std, counts, scores, order
 
 
@@ -64,6 +64,11 @@ def test_no_draws_ranks_by_posterior_mean_and_ties_keep_the_offered_order() -> N
     expected = 1.5 * model.mean(x) + np.array([0.0, -0.5, 0.0])
     np.testing.assert_allclose(scores, expected, rtol=1e-12)
     assert first == int(np.argmax(expected)) == order[0]
+    # ranking by the mean needs no spread: the same ranking without computing it
+    first2, _, std, _, scores2, order2 = _run(model, x, [0, 1, 2], [0, 0, 0], [0.0, -0.5, 0.0],
+                                              np.zeros((1, 3)), 0, 0.0, with_std=False)
+    assert first2 == first and order2.tolist() == order.tolist() and std.tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(scores2, expected, rtol=1e-12)
 
 
 def test_affine_softmax_is_a_temperature_scaled_softmax() -> None:

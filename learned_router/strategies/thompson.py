@@ -125,11 +125,11 @@ class ThompsonStrategy:
         """Posterior mean and draw standard deviation of quality for each offered arm (cold arms: prior)."""
         k = len(arms)
         with self._lock:
-            mean, std, *_ = self._run(features, arms, np.zeros(k), 1.0, self._no_draws(k), 0, 0.0)
+            mean, std, *_ = self._run(features, arms, np.zeros(k), 1.0, self._no_draws(k), 0, 0.0, True)
             return mean.copy(), std.copy()
 
     def _run(self, features: Features, arms: Sequence[ArmView], offsets: NDArray[np.float64], w_quality: float,
-             normals: NDArray[np.float64], n_draws: int, pick: float) -> tuple[Any, ...]:
+             normals: NDArray[np.float64], n_draws: int, pick: float, with_std: bool) -> tuple[Any, ...]:
         """One call of the compiled decision kernel (``_kernels.sample_utilities``); the caller holds the
         state lock, and reads the returned buffers (mean, std, scores, counts, order, first) before
         releasing it: they are reused by the next decision."""
@@ -147,7 +147,7 @@ class ThompsonStrategy:
                                       np.empty(k, np.int64))
         mean, std, scores, counts, order = buf
         first = self._kernel(x, mu, ainv, idx, cold_mean, alpha, scale, float(w_quality), offsets, normals,
-                             n_draws, pick, mean, std, counts, scores, order)
+                             n_draws, pick, with_std, mean, std, counts, scores, order)
         return mean, std, scores, counts, order, int(first)
 
     def _offered(self, arms: Sequence[ArmView]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
@@ -183,15 +183,16 @@ class ThompsonStrategy:
             if explore:
                 u0, pick = rng.random(2).tolist()  # one call for both uniforms (each rng call costs µs)
                 mean, _, scores, counts, order, first = self._run(
-                    ctx.features, arms, offsets, w.quality, self._normals(rng, k, u0), self.n_draws, pick)
+                    ctx.features, arms, offsets, w.quality, self._normals(rng, k, u0), self.n_draws, pick, True)
                 n = self.n_draws
                 prop_list = [c / n for c in counts.tolist()]
                 if self.quality_floor is not None and self.exploration_cap < 1.0:
                     prop_list = self._cap(np.array(prop_list), mean).tolist()
                     first = _inverse_cdf(prop_list, pick)
             else:
+                # ranking by the posterior mean: the spread is not needed (nor its d² cost per arm)
                 _, _, scores, _, order, first = self._run(ctx.features, arms, offsets, w.quality,
-                                                          self._no_draws(k), 0, 0.0)
+                                                          self._no_draws(k), 0, 0.0, False)
                 prop_list = [0.0] * k
                 prop_list[first] = 1.0
             score_list = scores.tolist()
