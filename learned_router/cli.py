@@ -141,13 +141,15 @@ def bench(
     plot: Annotated[Path | None, typer.Option(help="Write the cost-quality frontier PNG here.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     embedder: Annotated[str, typer.Option(help="minilm, static or hashing.")] = "minilm",
+    max_dim: Annotated[int | None, typer.Option(
+        help="Widest context the learned router may use (its route() cost grows with width²).")] = None,
 ) -> None:
     """Train on a dataset's train split and score routers on its test split."""
     _offline_env()
     from learned_router.bench.cli import bench_command
 
     bench_command(dataset_dir, mode=mode, json_out=json_out, json_print=as_json, decisions_out=decisions_out,
-                  plot=plot, seed=seed, embedder=embedder)
+                  plot=plot, seed=seed, embedder=embedder, max_dim=max_dim)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

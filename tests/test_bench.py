@@ -195,3 +195,13 @@ def test_token_model_predicts_the_mean_of_skewed_answer_lengths_not_the_median()
                   R.TokenModel().fit(X, np.repeat([0, 1], n // 2), tokens[np.arange(n), np.repeat([0, 1], n // 2)], 2)):
         ratio = model.predict(test).mean(axis=0) / expected_mean.mean(axis=0)
         assert np.all(np.abs(ratio - 1) < 0.08), ratio  # the median would be 4% and 51% low
+
+
+def test_max_dim_bounds_the_learned_context_and_names_the_narrowest(tmp_path: Path) -> None:
+    root = _write_dataset(tmp_path / "synthetic", n=300)
+    result = run_bench(root, mode="offline", points=4, embedder=HashingEmbedder(dim=64), progress=False,
+                       cache_dir=tmp_path / "cache", max_dim=20)
+    assert result.hyperparameters["offline"]["dim"] <= 20 and result.settings["max_dim"] == 20
+    with pytest.raises(ValueError, match="max_dim 3 is below the narrowest context"):
+        run_bench(root, mode="bandit", points=4, embedder=HashingEmbedder(dim=64), progress=False,
+                  cache_dir=tmp_path / "cache", max_dim=3)

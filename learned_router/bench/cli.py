@@ -15,7 +15,7 @@ __all__ = ["bench_command"]
 def bench_command(dataset_dir: str | Path, mode: str = "offline", json_out: str | Path | None = None,
                   json_print: bool = False, decisions_out: str | Path | None = None, plot: str | Path | None = None,
                   seed: int = 0, embedder: str = "minilm", *, points: int = 64,
-                  cache_dir: str | Path | None = "out/cache") -> int:
+                  cache_dir: str | Path | None = "out/cache", max_dim: int | None = None) -> int:
     """Run the benchmark, print a rich table (or JSON with ``json_print``) and write the requested files.
 
     Returns 0. A bad dataset folder or option prints the problem on stderr and exits with status 2.
@@ -25,7 +25,7 @@ def bench_command(dataset_dir: str | Path, mode: str = "offline", json_out: str 
     err = Console(stderr=True)
     try:
         result = run_bench(dataset_dir, mode=mode, seed=seed, embedder=embedder, points=points,
-                           progress=not json_print and sys.stderr.isatty(), cache_dir=cache_dir)
+                           progress=not json_print and sys.stderr.isatty(), cache_dir=cache_dir, max_dim=max_dim)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from exc

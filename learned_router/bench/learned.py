@@ -81,12 +81,20 @@ def _grid(n: int, dim: int, components: Sequence[int]) -> list[int]:
 
 def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, weights: Array | None,
         priors: Array, components: Sequence[int], alphas: Sequence[float], n_folds: int,
-        seed: int, clusters: Sequence[int] = CLUSTERS_GRID) -> tuple[int, int, float, float]:
+        seed: int, clusters: Sequence[int] = CLUSTERS_GRID, max_dim: int | None = None
+        ) -> tuple[int, int, float, float]:
     """Cross-validated (n_components, n_clusters, alpha, mse). ``arms`` None means full information
-    (rewards (n, K)); else row i observed arm ``arms[i]`` with reward ``rewards[i]``."""
+    (rewards (n, K)); else row i observed arm ``arms[i]`` with reward ``rewards[i]``. ``max_dim`` bounds the
+    width of the context vector (bias, components, clusters, task probabilities, length)."""
     n = len(inputs.embeddings)
+    fixed = 2 + len(inputs.task_labels)
     grid = [(nc, ncl) for nc in _grid(n, inputs.embeddings.shape[1], components)
-            for ncl in sorted({c for c in clusters if c == 0 or c < n // 4})]
+            for ncl in sorted({c for c in clusters if c == 0 or c < n // 4})
+            if max_dim is None or fixed + nc + ncl <= max_dim]
+    if not grid:
+        smallest = fixed + min(_grid(n, inputs.embeddings.shape[1], components))
+        raise ValueError(f"max_dim {max_dim} is below the narrowest context the learned router can use "
+                         f"({smallest} dimensions)")
     err = np.zeros((len(grid), len(alphas)))
     max_cl = max(ncl for _, ncl in grid)
     for fold in cv_folds(n, n_folds, seed):
@@ -155,10 +163,11 @@ def _cv_logged(Xtr: Array, Xte: Array, arms_tr: NDArray[np.int64], r_tr: Array, 
 
 def fit_offline(inputs: TrainInputs, quality: Array, tokens: Array, *, scale: float = 0.5,
                 components: Sequence[int] = COMPONENTS_GRID, alphas: Sequence[float] = ALPHA_GRID,
-                n_folds: int = 3, seed: int = 0) -> LearnedFit:
+                n_folds: int = 3, seed: int = 0, max_dim: int | None = None) -> LearnedFit:
     """Full-information fit: ``quality`` and ``tokens`` are (n_train, K). Priors are the train means."""
     priors = quality.mean(axis=0)
-    nc, ncl, alpha, mse = _cv(inputs, None, quality, None, priors, components, alphas, n_folds, seed)
+    nc, ncl, alpha, mse = _cv(inputs, None, quality, None, priors, components, alphas, n_folds, seed,
+                              max_dim=max_dim)
     transform = ContextTransform(nc, task_labels=inputs.task_labels, n_clusters=ncl, seed=seed)
     transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
@@ -175,7 +184,7 @@ def log_uniform(n: int, k: int, seed: int) -> tuple[NDArray[np.int64], Array]:
 
 def fit_bandit(inputs: TrainInputs, quality: Array, tokens: Array, *, seed: int = 0, scale: float = 0.5,
                components: Sequence[int] = COMPONENTS_GRID, alphas: Sequence[float] = ALPHA_GRID,
-               n_folds: int = 3) -> tuple[LearnedFit, NDArray[np.int64]]:
+               n_folds: int = 3, max_dim: int | None = None) -> tuple[LearnedFit, NDArray[np.int64]]:
     """Fit from one logged model per train prompt (uniform logging). Only the logged cells of ``quality``
     and ``tokens`` are read. Returns the fit and the logged arm per prompt."""
     n, k = quality.shape
@@ -184,7 +193,7 @@ def fit_bandit(inputs: TrainInputs, quality: Array, tokens: Array, *, seed: int 
     r = quality[rows, logged]
     w = 1.0 / (k * prop)  # importance weights, normalised to 1 under uniform logging
     priors = np.array([r[logged == a].mean() if (logged == a).any() else r.mean() for a in range(k)])
-    nc, ncl, alpha, mse = _cv(inputs, logged, r, w, priors, components, alphas, n_folds, seed)
+    nc, ncl, alpha, mse = _cv(inputs, logged, r, w, priors, components, alphas, n_folds, seed, max_dim=max_dim)
     transform = ContextTransform(nc, task_labels=inputs.task_labels, n_clusters=ncl, seed=seed)
     transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)

@@ -114,7 +114,8 @@ def _swept(q_hat: Array, c_hat: Array, ws: Array) -> NDArray[np.int64]:
 
 def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 64, seed: int = 0,
               embedder: str | Any = "minilm", progress: bool | Progress = True,
-              cache_dir: str | Path | None = "out/cache", classifier_dir: str | Path | None = None) -> BenchResult:
+              cache_dir: str | Path | None = "out/cache", classifier_dir: str | Path | None = None,
+              max_dim: int | None = None) -> BenchResult:
     """Benchmark the learned router against the baselines on one dataset.
 
     Args:
@@ -126,6 +127,8 @@ def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 6
         progress: True shows a rich progress bar; a callable ``(stage, fraction)`` receives progress.
         cache_dir: where prompt embeddings are cached (None: no cache).
         classifier_dir: the task classifier to use for task probabilities (default: models/task_classifier).
+        max_dim: the widest context vector the offline and bandit learned routers may use (None: any the
+            cross-validation picks); a serving policy's route() cost grows with the square of its width.
 
     Raises:
         ValueError: unknown mode or embedder, or a folder that is not a routing dataset.
@@ -143,15 +146,15 @@ def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 6
         E = cached_embeddings(data, emb_obj, cache_dir,
                               on_batch=lambda done, total: report("embedding prompts", done / total))
         T, labels = _task_probs(E, emb_obj, Path(classifier_dir) if classifier_dir else None)
-        result = _bench(data, E, T, labels, modes, points, seed, report)
+        result = _bench(data, E, T, labels, modes, points, seed, report, max_dim)
     result.settings.update({"embedder": emb_obj.name, "seed": seed, "points": points,
-                            "task_classifier": bool(labels)})
+                            "task_classifier": bool(labels), "max_dim": max_dim})
     result.timings["total_s"] = time.perf_counter() - started
     return result
 
 
 def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: tuple[str, ...],
-           modes: list[str], points: int, seed: int, report: Progress) -> BenchResult:
+           modes: list[str], points: int, seed: int, report: Progress, max_dim: int | None = None) -> BenchResult:
     tr, te = np.nonzero(data.is_train)[0], np.nonzero(~data.is_train)[0]
     if len(tr) < 4 or len(te) < 1:
         raise ValueError("the dataset needs at least 4 train and 1 test prompts")
@@ -208,9 +211,11 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
         report(f"learned ({m})", 0.0)
         if m in ("offline", "bandit"):
             if m == "offline":
-                fit = learned_mod.fit_offline(inputs.take(tr), Q_tr, data.output_tokens[tr], seed=seed)
+                fit = learned_mod.fit_offline(inputs.take(tr), Q_tr, data.output_tokens[tr], seed=seed,
+                                              max_dim=max_dim)
             else:
-                fit, _ = learned_mod.fit_bandit(inputs.take(tr), Q_tr, data.output_tokens[tr], seed=seed)
+                fit, _ = learned_mod.fit_bandit(inputs.take(tr), Q_tr, data.output_tokens[tr], seed=seed,
+                                                max_dim=max_dim)
             test_in = inputs.take(te)
             q_hat = fit.predict_quality(test_in)
             own_c = R.predicted_cost_per_1k(data, te, fit.predict_tokens(test_in))
