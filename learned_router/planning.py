@@ -148,18 +148,19 @@ class Planner:
         log wants every embedding). Returns the features and, when the strategy needed the model path and
         it failed, why (the rules then decide)."""
         needed = strategy.startswith("learned") or (strategy == "task" and req.task_hint is None)
+        reason: str | None = None
         if self.features is not None and (needed or self.config.log.embed_for_log):
             try:
                 return self.features.extract(req), None
             except Exception as exc:  # noqa: BLE001 - any failure of the model path falls back to the rules
                 log.warning("feature extraction failed, falling back to rules: %s", type(exc).__name__)
-                reason: str | None = f"feature extraction failed: {type(exc).__name__}: {exc}"
-        else:
+                reason = f"feature extraction failed: {type(exc).__name__}: {exc}"
+        elif needed:
             reason = "no embedder/classifier configured"
         base = Features(input_tokens=max(1, math.ceil(len(req.prompt_text()) / 4)),
                         output_tokens_est=req.max_tokens or 256,
                         task_probs={req.task_hint: 1.0} if req.task_hint else {})
-        return base, reason if needed else None
+        return base, reason if needed else None  # a failure matters only to a strategy that needed them
 
     def _select(self, name: str, ctx: Context, eligible: list[Any],
                 fallback: str | None) -> tuple[str, Ranking, str | None]:

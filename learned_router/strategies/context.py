@@ -148,10 +148,7 @@ class ContextTransform:
         self._mean32 = np.ascontiguousarray(self.mean_, dtype=np.float32)
         self.task_mean_ = np.ascontiguousarray(self.task_mean_, dtype=np.float64)
         self.cluster_mean_ = np.ascontiguousarray(self.cluster_mean_, dtype=np.float64)
-        from learned_router import _kernels  # numba: imported when a transform is first used
-
-        _kernels.warm_up()
-        self._kernel = _kernels.context_vector
+        self._kernel: Any = None  # compiled on the first transform_one: batch users (training) never need it
 
     def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
                       task_probs: Mapping[str, float] | None = None) -> Array:
@@ -175,8 +172,14 @@ class ContextTransform:
             tasks = np.array([task_probs.get(k, 0.0) for k in self.task_labels])
         out = np.empty(2 + self.proj_.shape[0] + len(self.task_labels))
         length = min(_LEN_CLIP, max(-_LEN_CLIP, (math.log1p(input_tokens) - self.len_mean_) / self.len_sd_))
-        self._kernel(self.proj_, self.offset_, e, self.components_.shape[0], self.cluster_mean_, tasks,
-                     self.task_mean_, length, out)
+        kernel = self._kernel
+        if kernel is None:
+            from learned_router import _kernels  # numba: imported on first use
+
+            _kernels.warm_up()
+            kernel = self._kernel = _kernels.context_vector
+        kernel(self.proj_, self.offset_, e, self.components_.shape[0], self.cluster_mean_, tasks, self.task_mean_,
+               length, out)
         return out
 
     def to_state(self) -> dict[str, Any]:
