@@ -6,7 +6,7 @@ time. The same arithmetic fused into two compiled loops costs a few µs. The num
 in ``context.ContextTransform.transform`` and ``linear_ts.LinearTS.mean``/``std`` (batch, training,
 benchmarks), and the tests check that both give the same numbers.
 
-numba compiles each kernel on first use and caches the machine code beside this file, so only the first
+numba compiles each kernel on first use and caches the machine code beside this file (see ``_jit``), so only the first
 process on a machine pays the compilation (about a second); :func:`warm_up` lets a router pay it while
 loading rather than on its first request. Importing this module imports numba (about half a second), so
 callers import it lazily.
@@ -27,7 +27,18 @@ __all__ = ["affine_softmax", "context_vector", "sample_utilities", "warm_up"]
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}
 
 
-@njit(cache=True, nogil=True, fastmath=_FLAGS)
+def _jit(fn):  # type: ignore[no-untyped-def]
+    """Compile ``fn`` lazily, caching the machine code on disk where numba finds a writable place (beside
+    this file, else the user's cache folder). With none (a read-only install and no writable home, as in a
+    locked-down container) numba refuses ``cache=True``: the kernel then compiles in memory in each process
+    instead of failing the router."""
+    try:
+        return njit(cache=True, nogil=True, fastmath=_FLAGS)(fn)
+    except RuntimeError:
+        return njit(cache=False, nogil=True, fastmath=_FLAGS)(fn)
+
+
+@_jit
 def affine_softmax(coef, intercept, inv_temperature, x, out):  # type: ignore[no-untyped-def]
     """``out = softmax((coef @ x + intercept) * inv_temperature)``: calibrated class probabilities of one
     row (``coef`` float32 classes × D, ``x`` float32 D)."""
@@ -50,7 +61,7 @@ def affine_softmax(coef, intercept, inv_temperature, x, out):  # type: ignore[no
         out[i] /= total
 
 
-@njit(cache=True, nogil=True, fastmath=_FLAGS)
+@_jit
 def context_vector(proj, offset, embedding, n_pca, cluster_mean, tasks, task_mean, length, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` (float64, ``2 + rows(proj) + len(tasks)``) with ``[1, pca, clusters, tasks, length]``.
 
@@ -83,7 +94,7 @@ def context_vector(proj, offset, embedding, n_pca, cluster_mean, tasks, task_mea
     out[1 + rows + tasks.shape[0]] = length
 
 
-@njit(cache=True, nogil=True, fastmath=_FLAGS)
+@_jit
 def sample_utilities(x, mu, ainv, idx, cold_mean, alpha, scale, w_quality, offsets, normals, n_draws,  # type: ignore[no-untyped-def]
                      pick, with_std, mean, std, counts, scores, order):
     """Posterior, Monte-Carlo propensities and ranking of one decision over the offered arms; returns the

@@ -81,3 +81,18 @@ def test_affine_softmax_is_a_temperature_scaled_softmax() -> None:
     z = (coef.astype(np.float64) @ x + intercept) / 1.7
     expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
     np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_kernels_work_where_numba_finds_no_writable_cache() -> None:
+    # numba refuses cache=True when no cache location is usable (read-only install, no writable home);
+    # NUMBA_CACHE_LOCATOR_CLASSES=ZipCacheLocator reproduces that for a plain source file
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "ZipCacheLocator"}
+    code = ("from learned_router import _kernels; _kernels.warm_up(); "
+            "print(_kernels.context_vector._cache.__class__.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "NullCache"  # compiled in memory, not cached
