@@ -6,10 +6,10 @@ time. The same arithmetic fused into two compiled loops costs a few µs. The num
 in ``context.ContextTransform.transform`` and ``linear_ts.LinearTS.mean``/``std`` (batch, training,
 benchmarks), and the tests check that both give the same numbers.
 
-numba compiles each kernel on first use and caches the machine code beside this file (see ``_jit``), so only the first
-process on a machine pays the compilation (about a second); :func:`warm_up` lets a router pay it while
-loading rather than on its first request. Importing this module imports numba (about half a second), so
-callers import it lazily.
+numba compiles each kernel on first use and caches the machine code beside this file (see ``_jit``), so
+only the first process on a machine pays the compilation (about a second); :func:`warm_up` lets a router
+pay it while loading rather than on its first request. Importing this module imports numba (about half a
+second), so callers import it lazily.
 
 Floating-point flags: re-association and contraction let the compiler vectorise the dot products (the
 results differ from numpy's in the last bits); NaN and infinity keep their IEEE meaning.
