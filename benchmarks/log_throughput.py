@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from learned_router.stores import DecisionRecord, SqliteDecisionLog  # noqa: E402
-from learned_router.stores.sqlite import _INSERT, _to_db  # noqa: E402
+from learned_router.stores._writer import to_db  # noqa: E402
+from learned_router.stores.sqlite import _INSERT  # noqa: E402
 from learned_router.strategies.base import Features  # noqa: E402
 from learned_router.types import ArmId, Attempt, ChatRequest, Decision, Outcome, Weights  # noqa: E402
 
@@ -104,7 +105,7 @@ def bench_baseline(folder: Path, n: int, emb: np.ndarray) -> dict:
     for i, rec in enumerate(recs):
         s = time.perf_counter()
         conn.execute("BEGIN")
-        conn.execute(_INSERT, _to_db(rec))
+        conn.execute(_INSERT, to_db(rec))
         conn.execute("COMMIT")
         lat[i] = time.perf_counter() - s
     total = time.perf_counter() - t0

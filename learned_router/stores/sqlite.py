@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from learned_router.stores._writer import COLUMNS, LogWriteError, SqlDecisionLog, from_db, to_db
+from learned_router.stores._writer import COLUMNS, LogWriteError, SqlDecisionLog, to_db
 from learned_router.stores.records import DecisionRecord
 
 __all__ = ["DB_SCHEMA_VERSION", "MIGRATIONS", "LogWriteError", "SqliteDecisionLog"]
@@ -76,10 +76,6 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_
 """``MIGRATIONS[v]`` moves a database from schema version ``v`` to ``v + 1``."""
 
 
-# Kept under their old names for code that imported them from here.
-_to_db, _from_db = to_db, from_db
-
-
 class SqliteDecisionLog(SqlDecisionLog):
     """A decision log in one SQLite file (WAL mode) with a background writer.
 
@@ -93,9 +89,6 @@ class SqliteDecisionLog(SqlDecisionLog):
         synchronous: SQLite ``synchronous`` pragma: ``NORMAL`` (crash-safe) or ``FULL`` (power-loss-safe).
         store_prompts, store_embeddings: privacy settings used by ``append_decision``.
     """
-
-    MARK = "?"
-    ORDER = "d.rowid"
 
     def __init__(self, path: str | Path, *, queue_size: int = 10_000, batch_size: int = 500,
                  flush_interval_s: float = 0.05, on_error: Callable[[BaseException, list[DecisionRecord]], None]
