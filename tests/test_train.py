@@ -147,3 +147,28 @@ def test_promotion_gate():
     assert not promotion_decision(0.61, 0.6, min_improvement=0.05)[0]
     assert not promotion_decision(None, 0.1)[0]
     assert not promotion_decision(float("nan"), None)[0]
+
+
+def test_hyperparameters_are_cross_validated_and_recorded(simulated_log, tmp_path, capsys):
+    out = tmp_path / "auto"
+    assert main(["--log", str(simulated_log), "--out", str(out), "--no-tracking", "--quiet", "--n-draws", "100"]) == 0
+    report = json.loads((out / "v0001" / "report.json").read_text())
+    hyper = report["hyperparameters"]
+    assert hyper["chosen_by"] == "cross-validation" and hyper["dim"] <= 45
+    assert hyper["alpha"] in (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0)
+    assert 0.0 < hyper["cv_value"] <= 1.0 and hyper["cv_error"] > 0.0
+    assert json.loads((out / "v0001" / "manifest.json").read_text())["hyperparameters"] == hyper
+    # the toy's best arm depends on the topic, so the chosen policy must beat every rule on utility
+    utility = {name: p["utility"]["dr"]["value"] for name, p in report["policies"].items()}
+    assert utility["learned"] > max(v for k, v in utility.items() if k != "learned"), utility
+
+    given = tmp_path / "given"
+    assert main(["--log", str(simulated_log), "--out", str(given), "--no-tracking", "--quiet", "--n-draws", "100",
+                 "--n-components", "8", "--alpha", "2.5"]) == 0
+    hyper = json.loads((given / "v0001" / "report.json").read_text())["hyperparameters"]
+    assert hyper | {"dim": 0} == {"n_components": 8, "n_clusters": 0, "alpha": 2.5, "cv_error": None,
+                                  "cv_value": None, "chosen_by": "arguments", "dim": 0}
+
+    assert main(["--log", str(simulated_log), "--out", str(tmp_path / "narrow"), "--no-tracking", "--quiet",
+                 "--max-dim", "5"]) == 2
+    assert "--max-dim: max_dim 5 is below the narrowest context" in capsys.readouterr().err

@@ -30,8 +30,15 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np
 
+from training.fitting import choose_hyperparameters, fit_classifier, fit_policy
 from training.logdata import LogError, LoggedData, load_logged
-from training.policy_eval import METRICS, evaluate_policy, observed_values, rule_probabilities, ts_probabilities
+from training.policy_eval import (
+    METRICS,
+    evaluate_policy,
+    observed_values,
+    rule_probabilities,
+    ts_probabilities,
+)
 
 __all__ = ["LogError", "main", "parse_args", "train"]
 
@@ -53,8 +60,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout", type=float, default=0.2, help="share of decisions held out for evaluation")
     p.add_argument("--min-decisions", type=int, default=200, help="refuse to train on fewer usable decisions")
-    p.add_argument("--n-components", type=int, default=32, help="PCA dimensions of the embedding")
-    p.add_argument("--alpha", type=float, default=1.0, help="prior precision of the per-arm models")
+    p.add_argument("--n-components", type=int, default=None,
+                   help="PCA dimensions of the embedding (default: chosen by cross-validation)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="prior precision of the per-arm models (default: chosen by cross-validation)")
+    p.add_argument("--max-dim", type=int, default=45,
+                   help="widest context vector the policy may use; route() cost grows with its square "
+                        "(45 dims route in about 45 µs)")
     p.add_argument("--scale", type=float, default=0.3, help="exploration scale of Thompson draws")
     p.add_argument("--n-draws", type=int, default=500, help="Monte-Carlo draws for target propensities")
     trk = p.add_argument_group("tracking")
@@ -142,38 +154,6 @@ def _read(args: argparse.Namespace, log_path: Path, progress: _Progress) -> Logg
         raise LogError(f"only {int(data.has_quality.sum())} of {data.n} decisions have quality feedback; the policy "
                        "learns from quality, send feedback (router.feedback / POST /v1/feedback) first")
     return data
-
-
-def _fit(data: LoggedData, rows: np.ndarray, args: argparse.Namespace, version: str) -> Any:
-    from learned_router.strategies.thompson import fit_thompson
-
-    use = rows[data.has_quality[rows] & (data.served[rows] >= 0)]
-    prior = float(np.nanmean(data.quality[use])) if len(use) else 0.5
-    policy = fit_thompson(data.embeddings[use], data.input_tokens[use], data.arms, data.served[use],
-                          data.quality[use], task_probs=data.task_probs[use] if data.task_labels else None,
-                          task_labels=data.task_labels, priors=dict.fromkeys(data.arms, prior),
-                          n_components=args.n_components, alpha=args.alpha, scale=args.scale, version=version)
-    policy.embedder = data.embedder or ""  # the serving router checks it against its own embedder
-    return policy
-
-
-def _fit_classifier(data: LoggedData, train_rows: np.ndarray, test_rows: np.ndarray, folder: Path) -> dict | None:
-    from collections import Counter
-
-    from learned_router.classifier import TaskClassifier
-
-    labelled = np.array([lbl is not None for lbl in data.task_label])
-    tr, te = train_rows[labelled[train_rows]], test_rows[labelled[test_rows]]
-    counts = Counter(data.task_label[i] for i in tr)
-    if len([c for c in counts.values() if c >= 5]) < 2:
-        return None
-    keep = np.array([counts[data.task_label[i]] >= 5 for i in tr], dtype=bool)
-    y = [data.task_label[i] for i in tr[keep]]
-    clf = TaskClassifier(seed=0).fit(data.embeddings[tr[keep]], y, embedder_name=data.embedder or "")
-    te = te[[data.task_label[i] in counts and counts[data.task_label[i]] >= 5 for i in te]] if len(te) else te
-    report = clf.report(data.embeddings[te], [data.task_label[i] for i in te]) if len(te) else {}
-    clf.save(folder)
-    return report
 
 
 def _champion(tracker: Any, out: Path) -> tuple[Any, dict[str, Any] | None]:
@@ -268,7 +248,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             raise LogError(f"too few decisions to hold out {args.holdout:.0%} for evaluation; log more traffic")
         task = progress.task("fitting and evaluating", 5 + len(RULES))
         rng = np.random.default_rng(args.seed)
-        candidate = _fit(data, train_rows, args, version)
+        try:
+            hyper = choose_hyperparameters(data, train_rows, n_components=args.n_components, alpha=args.alpha,
+                                           max_dim=args.max_dim, seed=args.seed)
+        except ValueError as exc:
+            raise LogError(f"--max-dim: {exc}") from None
+        candidate = fit_policy(data, train_rows, hyper, scale=args.scale, version=version)
         probs, q_hat = ts_probabilities(candidate, data, test_rows, rng, n_draws=args.n_draws)
         policies = {"learned": evaluate_policy(probs, data, test_rows, q_hat)}
         progress.update(task, advance=1)
@@ -292,9 +277,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 raw = (champ_info.get("tags") or champ_info).get("ope_utility_dr")
                 champion_estimate = None if raw is None else float(raw)
             progress.update(task, advance=1)
-            final = _fit(data, np.arange(data.n), args, version)
+            final = fit_policy(data, np.arange(data.n), hyper, scale=args.scale, version=version)
             final.save(vdir / "policy", extra={"trained_on": data.n, "arms_order": data.arms})
-            classifier = _fit_classifier(data, train_rows, test_rows, vdir / "classifier")
+            classifier = fit_classifier(data, train_rows, test_rows, vdir / "classifier")
             progress.update(task, advance=1)
             new = policies["learned"]["utility"].get("dr", {})
             promote, why = promotion_decision(new.get("ci_low"), champion_estimate)
@@ -302,6 +287,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 "version": version, "seed": args.seed, "log": describe_log(log_path), "n_decisions": data.n,
                 "n_with_quality": int(data.has_quality.sum()), "n_train": int(len(train_rows)),
                 "n_holdout": int(len(test_rows)), "skipped": data.skipped, "arms": data.arms,
+                "hyperparameters": hyper | {"dim": int(final.model.dim)},
                 "logging_policies": dict(data.policies), "logging_policy": observed_values(data, test_rows),
                 "policies": policies, "classifier": classifier, "metrics": list(METRICS),
                 "champion": {"previous": champ_info, "estimate": champion_estimate},
@@ -313,10 +299,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             manifest = {"kind": "learned-router-model", "format_version": 1, "version": version, "seed": args.seed,
                         "log": describe_log(log_path), "n_decisions": data.n, "arms": data.arms,
                         "embedding_dim": int(data.embeddings.shape[1]), "task_labels": data.task_labels,
+                        "hyperparameters": report["hyperparameters"],
                         "ope_utility_dr": new, "promotion": report["promotion"], "files": files,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             (vdir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-            tracker.log_params({k: v for k, v in vars(args).items()} | {"version": version, "n_decisions": data.n})
+            tracker.log_params({k: v for k, v in vars(args).items()} | {"version": version, "n_decisions": data.n}
+                               | {f"selected.{k}": v for k, v in report["hyperparameters"].items()})
             tracker.log_metrics(_metrics(report) | {"promoted": float(promote)})
             tracker.log_artifacts(vdir)
             registered = tracker.register(vdir, {"ope_utility_dr": new.get("value"),

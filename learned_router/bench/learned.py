@@ -16,31 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from learned_router.bench.routers import TokenModel, cv_folds
+from learned_router.bench.routers import TokenModel
 from learned_router.strategies.context import ContextTransform
 from learned_router.strategies.linear_ts import LinearTS
+from learned_router.strategies.selection import ALPHA_GRID, COMPONENTS_GRID, TrainInputs, select
 
 __all__ = ["LearnedFit", "TrainInputs", "fit_bandit", "fit_offline", "log_uniform"]
 
 Array = NDArray[np.float64]
-
-COMPONENTS_GRID = (16, 32, 64, 128, 256, 384)
-CLUSTERS_GRID = (0, 64)
-ALPHA_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
-
-
-@dataclass
-class TrainInputs:
-    """What the learned router may see of a prompt: its embedding, token estimate and task probabilities."""
-
-    embeddings: NDArray[np.float32]
-    input_tokens: Array
-    task_probs: Array | None
-    task_labels: tuple[str, ...]
-
-    def take(self, rows: NDArray[np.int64]) -> TrainInputs:
-        tp = None if self.task_probs is None else self.task_probs[rows]
-        return TrainInputs(self.embeddings[rows], self.input_tokens[rows], tp, self.task_labels)
 
 
 @dataclass
@@ -65,109 +48,14 @@ class LearnedFit:
         return self.tokens.predict(self.contexts(inputs))
 
 
-def _columns(n_components: int, max_components: int, cluster_cols: int, keep_clusters: bool,
-             n_tasks: int) -> NDArray[np.int64]:
-    """Columns of the widest transform (``max_components`` PCs, ``cluster_cols`` memberships) that form a
-    transform with ``n_components`` PCs, with or without the memberships."""
-    start = 1 + max_components
-    clusters = list(range(start, start + cluster_cols)) if keep_clusters else []
-    rest = list(range(start + cluster_cols, start + cluster_cols + n_tasks + 1))
-    return np.array([0, *range(1, 1 + n_components), *clusters, *rest])
-
-
-def _grid(n: int, dim: int, components: Sequence[int]) -> list[int]:
-    return sorted({min(c, dim, max(n - 2, 1)) for c in components})
-
-
-def _cv(inputs: TrainInputs, arms: NDArray[np.int64] | None, rewards: Array, weights: Array | None,
-        priors: Array, components: Sequence[int], alphas: Sequence[float], n_folds: int,
-        seed: int, clusters: Sequence[int] = CLUSTERS_GRID, max_dim: int | None = None
-        ) -> tuple[int, int, float, float]:
-    """Cross-validated (n_components, n_clusters, alpha, mse). ``arms`` None means full information
-    (rewards (n, K)); else row i observed arm ``arms[i]`` with reward ``rewards[i]``. ``max_dim`` bounds the
-    width of the context vector (bias, components, clusters, task probabilities, length)."""
-    n = len(inputs.embeddings)
-    fixed = 2 + len(inputs.task_labels)
-    grid = [(nc, ncl) for nc in _grid(n, inputs.embeddings.shape[1], components)
-            for ncl in sorted({c for c in clusters if c == 0 or c < n // 4})
-            if max_dim is None or fixed + nc + ncl <= max_dim]
-    if not grid:
-        smallest = fixed + min(_grid(n, inputs.embeddings.shape[1], components))
-        raise ValueError(f"max_dim {max_dim} is below the narrowest context the learned router can use "
-                         f"({smallest} dimensions)")
-    err = np.zeros((len(grid), len(alphas)))
-    max_cl = max(ncl for _, ncl in grid)
-    for fold in cv_folds(n, n_folds, seed):
-        train = np.setdiff1d(np.arange(n), fold)
-        full = ContextTransform(max(nc for nc, _ in grid), task_labels=inputs.task_labels, n_clusters=max_cl,
-                                seed=seed)
-        tr, te = inputs.take(train), inputs.take(fold)
-        full.fit(tr.embeddings, tr.input_tokens, tr.task_probs)
-        Xtr_all = full.transform(tr.embeddings, tr.input_tokens, tr.task_probs)
-        Xte_all = full.transform(te.embeddings, te.input_tokens, te.task_probs)
-        fitted, n_cl = full.components_.shape[0], full.centroids_.shape[0]
-        for gi, (nc, ncl) in enumerate(grid):
-            cols = _columns(min(nc, fitted), fitted, n_cl, ncl > 0, len(inputs.task_labels))
-            Xtr, Xte = Xtr_all[:, cols], Xte_all[:, cols]
-            if arms is None:
-                err[gi] += _cv_full(Xtr, Xte, rewards[train], rewards[fold], priors, alphas)
-            else:
-                w = np.ones(len(train)) if weights is None else weights[train]
-                err[gi] += _cv_logged(Xtr, Xte, arms[train], rewards[train], w, arms[fold], rewards[fold],
-                                      priors, alphas)
-    gi, ai = np.unravel_index(int(np.argmin(err)), err.shape)
-    denom = n * (len(priors) if arms is None else 1)
-    nc, ncl = grid[gi]
-    return nc, ncl, float(alphas[ai]), float(err[gi, ai] / denom)
-
-
-def _cv_full(Xtr: Array, Xte: Array, Rtr: Array, Rte: Array, priors: Array, alphas: Sequence[float]) -> Array:
-    """Summed squared test error, centred per prompt, per alpha of the full-information fit."""
-    d = Xtr.shape[1]
-    evals, V = np.linalg.eigh(Xtr.T @ Xtr)
-    mu0 = np.zeros((d, len(priors)))
-    mu0[0] = priors
-    XtR = Xtr.T @ Rtr
-    out = np.empty(len(alphas))
-    for i, alpha in enumerate(alphas):
-        coef = V @ ((V.T @ (XtR + alpha * mu0)) / (evals + alpha)[:, None])
-        resid = Xte @ coef - Rte
-        # routing depends only on differences between models for the same prompt: score the error of the
-        # predictions centred per prompt (for two models, the error of the predicted quality gap)
-        if resid.shape[1] > 1:
-            resid = resid - resid.mean(axis=1, keepdims=True)
-        out[i] = float((resid ** 2).sum())
-    return out
-
-
-def _cv_logged(Xtr: Array, Xte: Array, arms_tr: NDArray[np.int64], r_tr: Array, w_tr: Array,
-               arms_te: NDArray[np.int64], r_te: Array, priors: Array, alphas: Sequence[float]) -> Array:
-    """Summed squared test error per alpha of per-arm fits on logged rows (one eigendecomposition per arm)."""
-    d = Xtr.shape[1]
-    out = np.zeros(len(alphas))
-    for a in range(len(priors)):
-        te = arms_te == a
-        if not te.any():
-            continue
-        sel = arms_tr == a
-        Xa, wa = Xtr[sel], w_tr[sel]
-        evals, V = np.linalg.eigh((Xa * wa[:, None]).T @ Xa)
-        b = Xa.T @ (wa * r_tr[sel])
-        mu0 = np.zeros(d)
-        mu0[0] = priors[a]
-        for i, alpha in enumerate(alphas):
-            coef = V @ ((V.T @ (b + alpha * mu0)) / (evals + alpha))
-            out[i] += float(((Xte[te] @ coef - r_te[te]) ** 2).sum())
-    return out
-
-
 def fit_offline(inputs: TrainInputs, quality: Array, tokens: Array, *, scale: float = 0.5,
                 components: Sequence[int] = COMPONENTS_GRID, alphas: Sequence[float] = ALPHA_GRID,
                 n_folds: int = 3, seed: int = 0, max_dim: int | None = None) -> LearnedFit:
     """Full-information fit: ``quality`` and ``tokens`` are (n_train, K). Priors are the train means."""
     priors = quality.mean(axis=0)
-    nc, ncl, alpha, mse = _cv(inputs, None, quality, None, priors, components, alphas, n_folds, seed,
-                              max_dim=max_dim)
+    sel = select(inputs, quality, priors, components=components, alphas=alphas, n_folds=n_folds, seed=seed,
+                 max_dim=max_dim)
+    nc, ncl, alpha, mse = sel.n_components, sel.n_clusters, sel.alpha, sel.cv_error
     transform = ContextTransform(nc, task_labels=inputs.task_labels, n_clusters=ncl, seed=seed)
     transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
@@ -193,7 +81,9 @@ def fit_bandit(inputs: TrainInputs, quality: Array, tokens: Array, *, seed: int 
     r = quality[rows, logged]
     w = 1.0 / (k * prop)  # importance weights, normalised to 1 under uniform logging
     priors = np.array([r[logged == a].mean() if (logged == a).any() else r.mean() for a in range(k)])
-    nc, ncl, alpha, mse = _cv(inputs, logged, r, w, priors, components, alphas, n_folds, seed, max_dim=max_dim)
+    sel = select(inputs, r, priors, arms=logged, weights=w, components=components, alphas=alphas,
+                 n_folds=n_folds, seed=seed, max_dim=max_dim)
+    nc, ncl, alpha, mse = sel.n_components, sel.n_clusters, sel.alpha, sel.cv_error
     transform = ContextTransform(nc, task_labels=inputs.task_labels, n_clusters=ncl, seed=seed)
     transform.fit(inputs.embeddings, inputs.input_tokens, inputs.task_probs)
     X = transform.transform(inputs.embeddings, inputs.input_tokens, inputs.task_probs)

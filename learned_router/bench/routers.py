@@ -15,11 +15,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from learned_router.bench.dataset import BenchDataset
+from learned_router.strategies.selection import cv_folds
 
 __all__ = [
     "TokenModel",
     "choose",
-    "cv_folds",
     "knn_quality",
     "predicted_cost_per_1k",
     "regression_quality",
@@ -28,12 +28,6 @@ __all__ = [
 ]
 
 Array = NDArray[np.float64]
-
-
-def cv_folds(n: int, n_folds: int, seed: int) -> list[NDArray[np.int64]]:
-    """Index arrays of ``n_folds`` random folds of ``range(n)``."""
-    perm = np.random.default_rng(seed).permutation(n)
-    return [perm[i::n_folds] for i in range(n_folds)]
 
 
 _LOG_TOKENS_CAP = 12.0  # log(1 + tokens) is clipped to [0, 12]: at most ~160k tokens
