@@ -339,6 +339,11 @@ def _summary(report: dict[str, Any]) -> None:
     for name, per in report["policies"].items():
         table.add_row(name, *(cell(per.get(m, {})) for m in METRICS))
     con.print(table)
+    h = report["hyperparameters"]
+    how = (f"chosen by cross-validation, held-out value of its decisions {h['cv_value']:.4f}"
+           if h["chosen_by"] == "cross-validation" else "as given")
+    con.print(f"policy: {h['n_components']} PCA components, {h['n_clusters']} clusters, {h['dim']} dimensions, "
+              f"prior precision {h['alpha']:g} ({how})")
     promo = report["promotion"]
     con.print(f"version {report['version']} ({report['n_decisions']} decisions, {report['elapsed_s']} s): "
               f"{'promoted to champion' if promo['promoted'] else 'not promoted'} ({promo['reason']})")
