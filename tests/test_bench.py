@@ -181,6 +181,17 @@ def test_missing_prompts_and_outcomes(tmp_path: Path) -> None:
         load_dataset(root)
 
 
+def test_a_dataset_without_task_column_is_benchmarked(tmp_path: Path) -> None:
+    root = _write_dataset(tmp_path / "untasked", n=60)
+    pd.read_parquet(root / "prompts.parquet").drop(columns=["task"]).to_parquet(root / "prompts.parquet")
+    result = run_bench(root, mode="offline", points=3, embedder=HashingEmbedder(dim=32), progress=False,
+                       cache_dir=None)
+    assert result.decisions["offline"].shape == (3, 60 - int(60 * 0.7))
+    pd.read_parquet(root / "prompts.parquet").drop(columns=["split"]).to_parquet(root / "prompts.parquet")
+    with pytest.raises(ValueError, match=r"missing columns \['split'\]"):
+        run_bench(root, mode="offline", points=3, embedder=HashingEmbedder(dim=32), progress=False, cache_dir=None)
+
+
 def test_token_model_predicts_the_mean_of_skewed_answer_lengths_not_the_median() -> None:
     rng = np.random.default_rng(0)
     n = 3000

@@ -1,6 +1,6 @@
 """Loading a routing benchmark dataset and caching its prompt embeddings.
 
-A dataset folder holds ``prompts.parquet`` (``prompt_id``, ``prompt``, ``task``, ``split``),
+A dataset folder holds ``prompts.parquet`` (``prompt_id``, ``prompt``, ``split``, optionally ``task``),
 ``outcomes.parquet`` (one row per prompt and model: ``quality``, ``cost_usd``, ``output_tokens``,
 ``latency_s``), ``models.json`` (prices and a latency profile per model) and ``meta.json``.
 The outcome matrix is dense, so every router can be replayed on every prompt.
@@ -25,7 +25,7 @@ __all__ = ["BenchDataset", "cached_embeddings", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
-_PROMPT_COLUMNS = ("prompt_id", "prompt", "task", "split")
+_PROMPT_COLUMNS = ("prompt_id", "prompt", "split")  # ``task`` is optional: the router never reads it
 _OUTCOME_COLUMNS = ("prompt_id", "model", "quality", "cost_usd", "output_tokens", "latency_s")
 _MODEL_KEYS = ("price_in_per_mtok", "price_out_per_mtok", "ttft_s", "output_tokens_per_s")
 
@@ -122,7 +122,8 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         name=str(meta.get("name") or root.name),
         prompt_ids=ids,
         prompts=prompts["prompt"].fillna("").astype(str).tolist(),  # a missing prompt reads as empty
-        tasks=prompts["task"].fillna("unknown").astype(str).to_numpy(),
+        tasks=(prompts["task"].fillna("unknown").astype(str).to_numpy() if "task" in prompts.columns
+               else np.full(len(ids), "unknown")),
         is_train=(prompts["split"].astype(str) == "train").to_numpy(),
         models=models,
         quality=matrix("quality"),
