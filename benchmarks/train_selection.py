@@ -1,10 +1,10 @@
 """Does `train`'s hyper-parameter selection route better than fixed settings? Measured against the truth.
 
-For each dataset, log size and seed: traffic on the train split is simulated under a uniform logging
-policy (one random model per decision, quality fed back, the default utility weights: quality 1, cost 0.05
-per USD per 1k requests, latency 0.05 per s) and read back from a real SQLite decision log, as `train`
-reads it. Policies are fitted on that log only, then their greedy decisions on the *test* split are scored
-with the full outcome matrix (true utility per request):
+For each dataset, log size and seed: traffic on the train split is simulated under a logging policy
+(by default uniform: one random model per decision), with quality fed back and the default utility weights
+(quality 1, cost 0.05 per USD per 1k requests, latency 0.05 per s), and read back from a real SQLite
+decision log, as `train` reads it. Policies are fitted on that log only, then their greedy decisions on
+the *test* split are scored with the full outcome matrix (true utility per request):
 
 * ``fixed (32, α=1)``: the settings `train` used before it cross-validated (32 PCA components, prior
   precision 1, one shared prior mean);
@@ -13,7 +13,8 @@ with the full outcome matrix (true utility per request):
 * ``best arm (log)``: the model with the best mean logged utility, always; ``best arm (truth)``: the
   model with the best true test utility (a bound no fixed choice can beat).
 
-Usage: ``python benchmarks/train_selection.py [--datasets a,b] [--sizes 500,2000,6000] [--seeds 3]``
+Usage: ``python benchmarks/train_selection.py [--datasets a,b] [--sizes 500,2000,6000] [--seeds 3]
+[--logging-policy epsilon-greedy-balanced]``
 """
 
 from __future__ import annotations
@@ -42,11 +43,11 @@ DATA = ROOT.parent / "shared" / "data"
 COLUMNS = ("fixed (32, α=1)", "cv error", "cv value", "best arm (log)", "best arm (truth)")
 
 
-def _one(folder: Path, n: int, seed: int, embedder: object) -> dict[str, float]:
+def _one(folder: Path, n: int, seed: int, embedder: object, policy: str) -> dict[str, float]:
     data = load_dataset(folder)
     with tempfile.TemporaryDirectory() as tmp:
         with SqliteDecisionLog(Path(tmp) / "log.db") as store:
-            simulate_into(store, folder, policy="uniform", n=n, seed=seed, embedder=embedder,
+            simulate_into(store, folder, policy=policy, n=n, seed=seed, embedder=embedder,
                           cache_dir=ROOT / "out" / "cache")
         with SqliteDecisionLog(Path(tmp) / "log.db") as store:
             log = load_logged(store.scan())
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="500,2000,6000", help="logged decisions per run")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--embedder", default="static", help="static (default, fast) or minilm")
+    p.add_argument("--logging-policy", default="uniform",
+                   help="uniform, or another of training.simulate.LOGGING_POLICIES (e.g. epsilon-greedy-balanced)")
     args = p.parse_args(argv)
     embedder = make_embedder(args.embedder, cache_size=0)
     runs: list[dict[str, float]] = []
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.datasets.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
             for seed in range(args.seeds):
-                r = _one(DATA / name, n, seed, embedder)
+                r = _one(DATA / name, n, seed, embedder, args.logging_policy)
                 runs.append(r)
                 print(f"{name:20s} {n:5d} {seed:4d} " + " ".join(f"{r[c]:17.4f}" for c in COLUMNS), flush=True)
     print(f"\nmean true utility per request over {len(runs)} runs:")
