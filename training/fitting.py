@@ -4,10 +4,11 @@ The policy's hyper-parameters (PCA components, cluster memberships, prior precis
 cross-validation on the training decisions unless given, within the widest context the router may use
 (``max_dim``: route() cost grows with the square of the width). Candidates are scored by the held-out value
 of the decisions they would make (self-normalised importance weighting with the logged propensities and
-each decision's own utility weights), not by their squared error: see ``LoggedValue``. Each arm's prior mean quality is its logged
-mean, shrunk towards the overall mean in proportion to how little the arm was served: with a strong prior
-precision a shared prior would erase the differences between arms, and a raw mean of three decisions is
-noise.
+each decision's own utility weights), not by their squared error: see ``LoggedValue``.
+
+Each arm's prior mean quality is its logged mean, shrunk towards the overall mean in proportion to how
+little the arm was served: with a strong prior precision a shared prior would erase the differences between
+arms, and a raw mean of three decisions is noise.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 The learned router's quality model is a ridge regression per arm on the context vector
 (``ContextTransform``); how many PCA components and cluster memberships the context keeps and how strongly
 the coefficients are pulled to the prior (``alpha``) decide whether it generalises. Both are chosen here by
-k-fold cross-validation of the squared quality error, on full information (every arm's outcome per
-prompt, as in a benchmark) or on logged traffic (one served arm per decision, as in a decision log). The
-benchmark and ``train`` share this code: a trained policy is selected the way the benchmarked one is.
+k-fold cross-validation, on full information (every arm's outcome per prompt, as in a benchmark: scored by
+the squared quality error) or on logged traffic (one served arm per decision, as in a decision log: scored
+by the squared error, or by the held-out value of the decisions, see :class:`LoggedValue`). The benchmark
+and ``train`` share this code.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def cv_folds(n: int, n_folds: int, seed: int) -> list[NDArray[np.int64]]:
 
 @dataclass(frozen=True)
 class Selection:
-    """Cross-validated hyper-parameters and the mean squared error they reached."""
+    """Cross-validated hyper-parameters, their mean squared error and, when scored by value, that value."""
 
     n_components: int
     n_clusters: int
