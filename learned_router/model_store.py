@@ -21,6 +21,7 @@ class ModelFiles:
     policy_dir: Path
     classifier_dir: Path | None
     version_dir: Path
+    problem: str | None = None  # why nothing usable is there, when the reason is known
 
 
 def _default_tracking_uri() -> str:
@@ -57,4 +58,9 @@ def resolve_model(path: str, *, tracking_uri: str | None = None, key: str = "rou
     if (p / POLICY_STATE).is_file():
         return ModelFiles(p, None, p)
     # Not a usable model: the learned policy reports the problem and the rules route (never a failed request).
+    versions = sorted(v.name for v in p.glob("v[0-9]*") if (v / "manifest.json").is_file()) if p.is_dir() else []
+    if versions:
+        return ModelFiles(p, None, p, problem=(
+            f"{p} has no champion: training promoted none of its versions ({', '.join(versions)}); serve a "
+            f"version folder such as {p / versions[-1]} to use it anyway"))
     return ModelFiles(p, None, p)

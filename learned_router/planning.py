@@ -285,8 +285,10 @@ def _build_learned(cfg: RouterConfig, path: str | None, features: Any) -> Strate
         return ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers},
                                 explore=cfg.routing.exploration)
     embedder = getattr(getattr(features, "embedder", None), "name", None)
-    return load_learned_strategy(resolve_model(path, tracking_uri=cfg.routing.tracking_uri).policy_dir, cfg,
-                                 embedder=embedder)
+    files = resolve_model(path, tracking_uri=cfg.routing.tracking_uri)
+    if files.problem is not None:
+        return ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers}, error=files.problem)
+    return load_learned_strategy(files.policy_dir, cfg, embedder=embedder)
 
 
 def _build_assigner(cfg: RouterConfig) -> Callable[[ChatRequest], Assignment | None] | None:

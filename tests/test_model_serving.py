@@ -60,6 +60,19 @@ def test_router_serves_a_trained_model(fleet, tmp_path, which):
     assert all(abs(sum(d.propensities.values()) - 1) < 1e-6 for d in decisions)
 
 
+def test_a_model_folder_without_champion_names_its_versions_and_the_rules_route(fleet, tmp_path):
+    root = write_model(tmp_path / "models" / "m")
+    (root / "v0001" / "manifest.json").write_text("{}")
+    (root / "champion.json").unlink()  # training promoted no version
+    router = Router.from_config(config(fleet, tmp_path, model_path=str(root)), seed=1)
+    decision = router.route({"messages": [{"role": "user", "content": "question 1"}]})
+    router.close()
+    assert decision.strategy != "learned"
+    assert decision.fallback_reason == (f"learned policy unusable: {root} has no champion: training promoted none "
+                                        f"of its versions (v0001); serve a version folder such as {root / 'v0001'} "
+                                        "to use it anyway")
+
+
 def test_a_policy_trained_on_another_embedder_is_not_used(fleet, tmp_path):
     """Same width, other embedding space: the rules route, and every decision and the log say why."""
     from learned_router.strategies.thompson import ThompsonStrategy

@@ -98,7 +98,8 @@ def test_train_writes_a_model_logs_to_mlflow_and_gates_promotion(simulated_log, 
     assert second["registry_version"] == "2"
     champ = second["champion"]["estimate"]
     assert champ == pytest.approx(second["policies"]["champion"]["utility"]["dr"]["value"])
-    expected, _ = promotion_decision(second["policies"]["learned"]["utility"]["dr"]["ci_low"], champ)
+    expected, _ = promotion_decision(second["policies"]["learned"]["utility"]["dr"]["ci_low"], champ,
+                                     serving_value=second["logging_policy"]["utility"]["value"])
     assert second["promotion"]["promoted"] == expected
     assert not expected  # same data, same model: the lower bound cannot beat the champion's estimate
 
@@ -147,6 +148,13 @@ def test_promotion_gate():
     assert not promotion_decision(0.61, 0.6, min_improvement=0.05)[0]
     assert not promotion_decision(None, 0.1)[0]
     assert not promotion_decision(float("nan"), None)[0]
+    # the traffic's own observed value is a baseline too: a first version worse than the rules that served
+    # the log is not promoted
+    assert promotion_decision(0.5, None, serving_value=0.6) == (
+        False, "lower bound 0.50000 does not beat the logged traffic's observed 0.60000")
+    assert promotion_decision(0.7, None, serving_value=0.6)[0]
+    assert promotion_decision(0.65, 0.7, serving_value=0.6)[1] == "lower bound 0.65000 does not beat the champion's 0.70000"
+    assert promotion_decision(0.65, 0.5, serving_value=0.7)[1].endswith("the logged traffic's observed 0.70000")
 
 
 def test_hyperparameters_are_cross_validated_and_recorded(simulated_log, tmp_path, capsys):

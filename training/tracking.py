@@ -38,21 +38,30 @@ def _artifact_location(tracking_uri: str) -> str | None:
 
 
 def promotion_decision(new_lcb: float | None, champion_estimate: float | None, *,
-                       min_improvement: float = 0.0) -> tuple[bool, str]:
+                       serving_value: float | None = None, min_improvement: float = 0.0) -> tuple[bool, str]:
     """Whether a new version replaces the champion, and why.
+
+    The new version's lower confidence bound must beat every baseline there is: the champion's estimate on
+    the same traffic and the observed value of the policy that served that traffic. Without the second, the
+    first version trained on a log would be promoted however it compares with the rules that wrote the log.
 
     Args:
         new_lcb: the lower confidence bound of the new version's estimated value (higher is better).
         champion_estimate: the champion's estimated value on the same traffic (None: no champion yet).
+        serving_value: the observed value of the logged traffic (None: not known).
         min_improvement: a margin the bound must clear.
     """
     if new_lcb is None or new_lcb != new_lcb:
         return False, "the new version has no usable off-policy estimate"
-    if champion_estimate is None:
+    baselines = [(v, name) for v, name in ((champion_estimate, "the champion's"),
+                                          (serving_value, "the logged traffic's observed"))
+                 if v is not None and v == v]
+    if not baselines:
         return True, "no champion yet"
-    if new_lcb > champion_estimate + min_improvement:
-        return True, f"lower bound {new_lcb:.5f} beats the champion's {champion_estimate:.5f}"
-    return False, f"lower bound {new_lcb:.5f} does not beat the champion's {champion_estimate:.5f}"
+    value, name = max(baselines)
+    if new_lcb > value + min_improvement:
+        return True, f"lower bound {new_lcb:.5f} beats {name} {value:.5f}"
+    return False, f"lower bound {new_lcb:.5f} does not beat {name} {value:.5f}"
 
 
 def _python_model() -> Any:

@@ -282,13 +282,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             classifier = fit_classifier(data, train_rows, test_rows, vdir / "classifier")
             progress.update(task, advance=1)
             new = policies["learned"]["utility"].get("dr", {})
-            promote, why = promotion_decision(new.get("ci_low"), champion_estimate)
+            observed = observed_values(data, test_rows)
+            promote, why = promotion_decision(new.get("ci_low"), champion_estimate,
+                                              serving_value=(observed.get("utility") or {}).get("value"))
             report = {
                 "version": version, "seed": args.seed, "log": describe_log(log_path), "n_decisions": data.n,
                 "n_with_quality": int(data.has_quality.sum()), "n_train": int(len(train_rows)),
                 "n_holdout": int(len(test_rows)), "skipped": data.skipped, "arms": data.arms,
                 "hyperparameters": hyper | {"dim": int(final.model.dim)},
-                "logging_policies": dict(data.policies), "logging_policy": observed_values(data, test_rows),
+                "logging_policies": dict(data.policies), "logging_policy": observed,
                 "policies": policies, "classifier": classifier, "metrics": list(METRICS),
                 "champion": {"previous": champ_info, "estimate": champion_estimate},
                 "promotion": {"promoted": promote, "reason": why},
