@@ -5,7 +5,7 @@
   and moves the ``champion`` alias when the promotion gate allows it.
 * :class:`NullTracker` does nothing (``--no-tracking``).
 * :func:`promotion_decision` is the gate: promote only when the new version's lower confidence bound
-  beats the champion's estimate.
+  beats the champion's estimate and the observed value of the logged traffic.
 * :func:`resolve_model_uri` turns ``models:/learned-router@champion`` (or any models:/ URI) into a local
   folder the router can load.
 

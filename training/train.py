@@ -12,7 +12,8 @@ current champion, next to the logging policy's observed value → refit the poli
 where logged task labels exist) on every decision → write ``models/NAME/<version>/`` (``policy/``,
 ``classifier/``, ``manifest.json``, ``report.json``, ``ope.png``) → log everything to MLflow, register
 the version, and move the ``champion`` alias only when the new version's lower confidence bound on utility
-(doubly robust) beats the champion's estimate on the same traffic.
+(doubly robust) beats the champion's estimate on the same traffic and that traffic's observed utility.
+The policy's width and prior precision are cross-validated on the log (``training/fitting.py``).
 """
 
 from __future__ import annotations
