@@ -216,3 +216,13 @@ def test_max_dim_bounds_the_learned_context_and_names_the_narrowest(tmp_path: Pa
     with pytest.raises(ValueError, match="max_dim 3 is below the narrowest context"):
         run_bench(root, mode="bandit", points=4, embedder=HashingEmbedder(dim=64), progress=False,
                   cache_dir=tmp_path / "cache", max_dim=3)
+
+
+def test_an_unwritable_embedding_cache_does_not_fail_the_benchmark(tmp_path: Path) -> None:
+    root = _write_dataset(tmp_path / "data", n=60)
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would go")
+    result = run_bench(root, mode="offline", points=3, embedder=HashingEmbedder(dim=32), progress=False,
+                       cache_dir=blocked / "cache")
+    assert result.decisions["offline"].shape == (3, 60 - int(60 * 0.7))
+    assert not (blocked / "cache").exists()

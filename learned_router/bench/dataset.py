@@ -172,8 +172,11 @@ def cached_embeddings(
             on_batch(min(start + batch_size, total), total)
     emb = np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
     if path is not None and json_path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, emb)
-        json_path.write_text(json.dumps({"key": data.key(), "n": total, "dim": int(embedder.dim),
-                                         "embedder": embedder.name}))
+        try:  # the cache only saves time: a folder we cannot write to must not fail the benchmark
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, emb)
+            json_path.write_text(json.dumps({"key": data.key(), "n": total, "dim": int(embedder.dim),
+                                             "embedder": embedder.name}))
+        except OSError as exc:
+            logger.warning("embeddings not cached in %s: %s", path.parent, exc)
     return emb
