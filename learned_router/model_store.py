@@ -30,10 +30,13 @@ def _default_tracking_uri() -> str:
 
 
 def resolve_model(path: str, *, tracking_uri: str | None = None, key: str = "routing.model_path") -> ModelFiles:
-    """Resolve ``path`` to the policy and classifier folders.
+    """Resolve ``path`` to the policy and classifier folders. When nothing usable is there, the result says
+    why in ``problem`` when that is known (an unpromoted model folder, a registry URI that resolves to
+    nothing), and loading the policy from it fails otherwise: either way the rules route.
 
     Raises:
-        ConfigError: nothing usable is there (named by ``key``).
+        ConfigError: a registry URI without the source checkout's ``training/`` package, or an unreadable
+            ``champion.json``.
     """
     if path.startswith("models:/"):
         try:
@@ -43,7 +46,9 @@ def resolve_model(path: str, *, tracking_uri: str | None = None, key: str = "rou
         try:
             local = resolve_model_uri(path, tracking_uri=tracking_uri or _default_tracking_uri())
         except FileNotFoundError as exc:
-            raise ConfigError(key, str(exc)) from None
+            # as for a model folder with no champion (no version promoted yet is a normal state of the
+            # learning loop): the rules route and every decision's fallback_reason says why
+            return ModelFiles(Path(path), None, Path(path), problem=str(exc))
         return resolve_model(str(local), key=key)
     p = Path(path)
     if (p / "champion.json").is_file():

@@ -73,6 +73,17 @@ def test_a_model_folder_without_champion_names_its_versions_and_the_rules_route(
                                         "to use it anyway")
 
 
+def test_a_registry_alias_that_is_not_set_yet_leaves_routing_to_the_rules(fleet, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # an empty registry: no version was ever promoted
+    cfg = config(fleet, tmp_path, model_path="models:/learned-router@champion", tracking_uri=uri)
+    router = Router.from_config(cfg, seed=1)
+    decision = router.route({"messages": [{"role": "user", "content": "question 1"}]})
+    router.close()
+    assert decision.strategy != "learned"
+    assert decision.fallback_reason.startswith(
+        "learned policy unusable: cannot resolve models:/learned-router@champion")
+
+
 def test_a_policy_trained_on_another_embedder_is_not_used(fleet, tmp_path):
     """Same width, other embedding space: the rules route, and every decision and the log say why."""
     from learned_router.strategies.thompson import ThompsonStrategy
