@@ -51,3 +51,14 @@ def test_max_dim_below_every_candidate_is_an_error() -> None:
     inputs, arms, quality, value = _logged(signal=0.0, n=200)
     with pytest.raises(ValueError, match="max_dim 3 is below the narrowest context"):
         select(inputs, quality, _priors(arms, quality), arms=arms, components=(2, 8), max_dim=3, value=value)
+
+
+def test_decisions_that_never_match_the_log_fall_back_to_the_squared_error() -> None:
+    inputs, arms, quality, value = _logged(signal=0.5, n=600)
+    offsets = np.zeros((600, K))
+    offsets[:, 3] = -np.inf  # no candidate can choose arm 3 ...
+    never = LoggedValue(value.w_quality, offsets, np.full(600, 3), value.propensity, value.utility)  # ... the log's
+    priors = _priors(arms, quality)
+    sel = select(inputs, quality, priors, arms=arms, components=(2, 8), clusters=(0,), value=never)
+    by_error = select(inputs, quality, priors, arms=arms, components=(2, 8), clusters=(0,))
+    assert sel == by_error and sel.cv_value is None

@@ -343,8 +343,8 @@ def _summary(report: dict[str, Any]) -> None:
         table.add_row(name, *(cell(per.get(m, {})) for m in METRICS))
     con.print(table)
     h = report["hyperparameters"]
-    how = (f"chosen by cross-validation, held-out value of its decisions {h['cv_value']:.4f}"
-           if h["chosen_by"] == "cross-validation" else "as given")
+    how = ("as given" if h["chosen_by"] == "arguments" else f"chosen by {h['chosen_by']}"
+           + ("" if h["cv_value"] is None else f", held-out value of its decisions {h['cv_value']:.4f}"))
     con.print(f"policy: {h['n_components']} PCA components, {h['n_clusters']} clusters, {h['dim']} dimensions, "
               f"prior precision {h['alpha']:g} ({how})")
     promo = report["promotion"]

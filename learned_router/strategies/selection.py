@@ -131,7 +131,9 @@ def select(inputs: TrainInputs, rewards: Array, priors: Array, *, arms: NDArray[
         raise ValueError(f"max_dim {max_dim} is below the narrowest context the learned router can use "
                          f"({smallest} dimensions)")
     err = np.zeros((len(grid), len(alphas)))
-    sums = np.zeros((5, *err.shape))  # SNIPS sums of the decisions' value (see _decision_value)
+    # SNIPS sums of the decisions' value (see _decision_value); when no candidate's decision ever matches a
+    # logged one, there is no value to compare and the squared error decides
+    sums = np.zeros((5, *err.shape))
     max_cl = max(ncl for _, ncl in grid)
     for fold in cv_folds(n, n_folds, seed):
         train = np.setdiff1d(np.arange(n), fold)
@@ -154,7 +156,7 @@ def select(inputs: TrainInputs, rewards: Array, priors: Array, *, arms: NDArray[
                 err[gi] += e
                 if value is not None:
                     sums[:, gi] += _decision_value(preds, value.take(fold))
-    if value is not None and arms is not None:
+    if value is not None and arms is not None and (sums[0] > 0).any():
         gi, ai, cv_value = _simplest_within_one_se(sums, grid, alphas)
     else:
         gi, ai = np.unravel_index(int(np.argmin(err)), err.shape)
