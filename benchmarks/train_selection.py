@@ -61,7 +61,7 @@ def _one(folder: Path, n: int, seed: int, embedder: object, policy: str) -> dict
 
     def score(policy: object) -> float:
         X = policy.transform.transform(E[te], data.input_tokens[te], None)  # type: ignore[attr-defined]
-        choice = (X @ policy.model.mu_.T + offsets).argmax(axis=1)  # type: ignore[attr-defined]
+        choice = (policy.model.mean(X) + offsets).argmax(axis=1)  # type: ignore[attr-defined]
         return float(truth[np.arange(len(te)), choice].mean())
 
     rows = np.arange(log.n)
@@ -69,11 +69,14 @@ def _one(folder: Path, n: int, seed: int, embedder: object, policy: str) -> dict
     old = fit_thompson(log.embeddings[use], log.input_tokens[use], log.arms, log.served[use], log.quality[use],
                        priors=dict.fromkeys(log.arms, float(log.quality[use].mean())), n_components=32, alpha=1.0)
     result = {COLUMNS[0]: score(old)}
-    for name, value in ((COLUMNS[1], None), (COLUMNS[2], F.logged_value(log, use))):
-        sel = S.select(F.train_inputs(log, use), log.quality[use], F.arm_priors(log, rows), arms=log.served[use],
-                       components=(8, *S.COMPONENTS_GRID), alphas=S.ALPHA_GRID, max_dim=45, value=value, seed=seed)
-        hyper = {"n_components": sel.n_components, "n_clusters": sel.n_clusters, "alpha": sel.alpha}
-        result[name] = score(F.fit_policy(log, rows, hyper, scale=0.3, version=""))
+    # squared error: the same candidates scored by the served arm's quality error
+    sel = S.select(F.train_inputs(log, use), log.quality[use], F.arm_priors(log, rows), arms=log.served[use],
+                   components=F.COMPONENTS, alphas=S.ALPHA_GRID, max_dim=45, seed=seed)
+    by_error = {"n_components": sel.n_components, "n_clusters": sel.n_clusters, "alpha": sel.alpha}
+    result[COLUMNS[1]] = score(F.fit_policy(log, rows, by_error, scale=0.3, version=""))
+    # what train does
+    chosen = F.choose_hyperparameters(log, rows, n_components=None, alpha=None, max_dim=45, seed=seed)
+    result[COLUMNS[2]] = score(F.fit_policy(log, rows, chosen, scale=0.3, version=""))
     u = log.utility()
     logged_mean = [float(np.nanmean(u[log.served == j])) if (log.served == j).any() else -np.inf
                    for j in range(len(log.arms))]

@@ -281,13 +281,13 @@ def _build_learned(cfg: RouterConfig, path: str | None, features: Any) -> Strate
     from learned_router.model_store import resolve_model
     from learned_router.strategies.thompson import ThompsonStrategy, load_learned_strategy
 
+    priors = {p.arm: p.quality_prior for p in cfg.providers}
     if path is None:
-        return ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers},
-                                explore=cfg.routing.exploration)
+        return ThompsonStrategy(priors=priors, explore=cfg.routing.exploration)
     embedder = getattr(getattr(features, "embedder", None), "name", None)
     files = resolve_model(path, tracking_uri=cfg.routing.tracking_uri)
     if files.problem is not None:
-        return ThompsonStrategy(priors={p.arm: p.quality_prior for p in cfg.providers}, error=files.problem)
+        return ThompsonStrategy(priors=priors, error=files.problem)
     return load_learned_strategy(files.policy_dir, cfg, embedder=embedder)
 
 

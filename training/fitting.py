@@ -32,10 +32,11 @@ from learned_router.strategies.selection import (
 )
 from training.logdata import LoggedData
 
-__all__ = ["PRIOR_STRENGTH", "arm_priors", "choose_hyperparameters", "fit_classifier", "fit_policy", "logged_value",
+__all__ = ["COMPONENTS", "PRIOR_STRENGTH", "arm_priors", "choose_hyperparameters", "fit_classifier", "fit_policy", "logged_value",
            "train_inputs", "usable_rows"]
 
 PRIOR_STRENGTH = 5.0  # pseudo-decisions at the overall mean quality added to each arm's prior
+COMPONENTS = (8, *COMPONENTS_GRID)  # PCA widths tried (max_dim bounds them: 8 to 32 with task probabilities)
 
 
 def usable_rows(data: LoggedData, rows: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -79,7 +80,7 @@ def choose_hyperparameters(data: LoggedData, rows: NDArray[np.int64], *, n_compo
     use = usable_rows(data, rows)
     sel: Selection = select(
         train_inputs(data, use), data.quality[use], arm_priors(data, rows), arms=data.served[use],
-        components=(n_components,) if n_components is not None else (8, *COMPONENTS_GRID),
+        components=(n_components,) if n_components is not None else COMPONENTS,
         clusters=(0,) if n_components is not None else CLUSTERS_GRID,
         alphas=(alpha,) if alpha is not None else ALPHA_GRID, seed=seed, max_dim=max_dim,
         value=logged_value(data, use))

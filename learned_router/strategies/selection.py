@@ -152,7 +152,7 @@ def select(inputs: TrainInputs, rewards: Array, priors: Array, *, arms: NDArray[
             else:
                 w = np.ones(len(train)) if weights is None else weights[train]
                 e, preds = _cv_logged(Xtr, Xte, arms[train], rewards[train], w, arms[fold], rewards[fold],
-                                      priors, alphas)
+                                      priors, alphas, all_rows=value is not None)
                 err[gi] += e
                 if value is not None:
                     sums[:, gi] += _decision_value(preds, value.take(fold))
@@ -214,15 +214,19 @@ def _cv_full(Xtr: Array, Xte: Array, Rtr: Array, Rte: Array, priors: Array, alph
 
 
 def _cv_logged(Xtr: Array, Xte: Array, arms_tr: NDArray[np.int64], r_tr: Array, w_tr: Array,
-               arms_te: NDArray[np.int64], r_te: Array, priors: Array, alphas: Sequence[float]
-               ) -> tuple[Array, Array]:
+               arms_te: NDArray[np.int64], r_te: Array, priors: Array, alphas: Sequence[float], *,
+               all_rows: bool = False) -> tuple[Array, Array]:
     """Summed squared test error per alpha of per-arm fits on logged rows (one eigendecomposition per arm),
-    and every arm's predictions for every test row, (alphas, rows, K)."""
+    and the predictions, (alphas, rows, K): with ``all_rows`` every arm's for every test row (to score
+    decisions), else only each row's logged arm (the rest are NaN)."""
     d = Xtr.shape[1]
     out = np.zeros(len(alphas))
-    preds = np.empty((len(alphas), len(Xte), len(priors)))
+    preds = np.full((len(alphas), len(Xte), len(priors)), np.nan)
     for a in range(len(priors)):
         te = arms_te == a
+        if not (all_rows or te.any()):
+            continue
+        rows = slice(None) if all_rows else te
         sel = arms_tr == a
         Xa, wa = Xtr[sel], w_tr[sel]
         evals, V = np.linalg.eigh((Xa * wa[:, None]).T @ Xa)
@@ -231,7 +235,7 @@ def _cv_logged(Xtr: Array, Xte: Array, arms_tr: NDArray[np.int64], r_tr: Array, 
         mu0[0] = priors[a]
         for i, alpha in enumerate(alphas):
             coef = V @ ((V.T @ (b + alpha * mu0)) / (evals + alpha))
-            preds[i, :, a] = Xte @ coef
+            preds[i, rows, a] = Xte[rows] @ coef
             out[i] += float(((preds[i, te, a] - r_te[te]) ** 2).sum())
     return out, preds
 
