@@ -12,7 +12,7 @@ import pytest
 from learned_router.bench import run_bench, write_decisions
 from learned_router.bench.cli import bench_command
 from learned_router.bench import routers as R
-from learned_router.bench.metrics import apgr, cost_to_reach, frontier, pgr_curve, quality_at
+from learned_router.bench.metrics import apgr, cost_to_reach, cpt, frontier, pgr_curve, quality_at
 from learned_router.embedders import HashingEmbedder
 
 MODELS = {
@@ -78,6 +78,8 @@ def test_result_has_every_router_and_mode(bench_result) -> None:  # type: ignore
         if share is not None and lo is not None and hi is not None:
             assert lo - 0.05 <= share <= hi + 0.05, mode
         assert 0.0 <= t["p_cost_share_<=60%"] <= 1.0
+        lo, hi = t["area_minus_knn_ci95"]  # and the comparison with kNN with its paired interval
+        assert lo - 0.02 <= t["area"] - t["knn_area"] <= hi + 0.02, mode
         b_lo, b_hi = t["best_quality_ci95"]
         assert b_lo <= payload["reference"]["best_quality"] <= b_hi
 
@@ -226,3 +228,34 @@ def test_an_unwritable_embedding_cache_does_not_fail_the_benchmark(tmp_path: Pat
                        cache_dir=blocked / "cache")
     assert result.decisions["offline"].shape == (3, 60 - int(60 * 0.7))
     assert not (blocked / "cache").exists()
+
+
+def test_paired_intervals_against_knn() -> None:
+    """The paired bootstrap: a router compared with itself differs by exactly 0 on every resample, a router
+    that takes the oracle's choices is above one that always takes the weak model, and with every resample
+    weight equal the APGR helper reproduces ``metrics.apgr`` of ``metrics.pgr_curve``."""
+    from learned_router.bench.intervals import _apgr_cpt, paired_knn_intervals
+
+    rng = np.random.default_rng(3)
+    n = 400
+    Q = np.stack([(rng.random(n) < 0.5).astype(float), (rng.random(n) < 0.8).astype(float)], axis=1)
+    C = np.stack([np.full(n, 1e-4), np.full(n, 1e-3)], axis=1)
+    weak_always = np.zeros((3, n), dtype=np.int64)
+    oracle = np.stack([np.argmax(Q - 1e-6 * np.arange(2), axis=1)] * 3)
+    same = paired_knn_intervals(weak_always, weak_always, Q, C, best=1, cheapest=0, n_boot=50)
+    assert same["area_minus_knn_ci95"] == [0.0, 0.0]
+    better = paired_knn_intervals(oracle, weak_always, Q, C, best=1, cheapest=0, n_boot=50)
+    assert better["area_minus_knn_ci95"][0] > 0.0
+    q_hat = Q + rng.normal(0.0, 0.5, Q.shape)  # a noisy predictor, against an uninformative one
+    flat = np.full_like(Q, 0.5)
+    two = paired_knn_intervals(weak_always, weak_always, Q, C, best=1, cheapest=0, q_hat=q_hat, knn_q_hat=flat,
+                               n_boot=200)
+    point = apgr(*pgr_curve(q_hat, Q, 1, 0)) - apgr(*pgr_curve(flat, Q, 1, 0))
+    lo, hi = two["apgr_minus_knn_ci95"]
+    assert lo < point < hi and lo > 0.0
+    assert two["cpt50_minus_knn_ci95"][1] < 0.0  # the informed router needs fewer strong calls
+    uniform = np.full((1, n), 1.0 / n)
+    a, c = _apgr_cpt(q_hat[:, 1] - q_hat[:, 0], Q[:, 1] - Q[:, 0], uniform, seed=0)
+    share, pgr = pgr_curve(q_hat, Q, 1, 0)
+    assert a[0] == pytest.approx(apgr(share, pgr))
+    assert c[0] == pytest.approx(cpt(share, pgr, 0.5))

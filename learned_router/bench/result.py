@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from learned_router.bench import metrics as M
 from learned_router.bench.dataset import BenchDataset
+from learned_router.bench.intervals import paired_knn_intervals, share_interval
 
 __all__ = ["BenchResult", "RouterCurve", "summarise", "write_decisions"]
 
@@ -53,6 +54,7 @@ class BenchResult:
     reference: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    baseline_decisions: dict[str, NDArray[np.int64]] = field(default_factory=dict)  # e.g. kNN's, for intervals
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the per-prompt decisions are written separately)."""
@@ -111,8 +113,13 @@ def summarise(result: BenchResult, data: BenchDataset, tr: NDArray[np.int64], te
         _two_model_metrics(result, data, te, predictions, best)
     _utility(result, data, te)
     _targets(result)
+    knn_choices = result.baseline_decisions.get("knn")
     for mode, choices in result.decisions.items():
-        result.targets[mode].update(_share_interval(choices, data, te, best))
+        result.targets[mode].update(share_interval(choices, Q_te, C_te, best))
+        if knn_choices is not None:
+            result.targets[mode].update(paired_knn_intervals(
+                choices, knn_choices, Q_te, C_te, best=best, cheapest=cheapest,
+                q_hat=predictions.get(f"learned ({mode})"), knn_q_hat=predictions.get("knn")))
 
 
 def _grid_values(curve: RouterCurve, lo: float, hi: float, ref: dict[str, Any]) -> tuple[float, NDArray[Any]]:
@@ -186,32 +193,6 @@ def _targets(result: BenchResult) -> None:
             t["utility_>=90%_of_offline"] = cur["utility_share_of_offline"] >= 0.9
         out[mode] = t
     result.targets = out
-
-
-def _share_interval(choices: NDArray[np.int64], data: BenchDataset, te: NDArray[np.int64], best: int,
-                    n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
-    """How sure the cost-share figure is: a bootstrap over test prompts (the router's choices fixed) of the
-    cost share at which its frontier reaches the best single model's quality, as a 95% interval (None at
-    an end means 'not reached'), the probability that it is at most 60%, and the best model's quality
-    interval. A share measured on a few thousand 0/1 outcomes moves by tens of points between resamples,
-    because the frontier is flat near the top."""
-    Q, C = data.quality[te], data.cost_usd[te]
-    n = len(te)
-    rows = np.arange(n)
-    q_pts, c_pts = Q[rows, choices], C[rows, choices]  # (points, prompts)
-    rng = np.random.default_rng(seed)
-    shares, best_q = np.empty(n_boot), np.empty(n_boot)
-    for b in range(n_boot):
-        w = np.bincount(rng.integers(0, n, n), minlength=n) / n
-        fc, fq = M.frontier(c_pts @ w, q_pts @ w)
-        best_q[b] = Q[:, best] @ w
-        reach = M.cost_to_reach(float(best_q[b]), fc, fq)
-        shares[b] = np.inf if reach is None else reach / max(float(C[:, best] @ w), 1e-15)
-    never = 1e300  # 'not reached' sorts above every share, and percentiles of it stay finite
-    lo, hi = np.percentile(np.where(np.isfinite(shares), shares, never), [2.5, 97.5], method="nearest")
-    return {"cost_share_ci95": [None if v >= never else float(v) for v in (lo, hi)],
-            "p_cost_share_<=60%": float((shares <= 0.6).mean()),
-            "best_quality_ci95": [float(v) for v in np.percentile(best_q, [2.5, 97.5])]}
 
 
 def write_decisions(result: BenchResult, path: str | Path, mode: str | None = None) -> Path:

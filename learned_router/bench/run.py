@@ -193,8 +193,8 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     report("baselines", 0.3)
     k = R.select_knn_k(E[tr], Q_tr)
     q_knn = R.knn_quality(E[tr], Q_tr, E[te], k)
-    curves["knn"] = RouterCurve("knn", "knn", ws.tolist(), *_points(_swept(q_knn, c_hat, ws), data, te),
-                                extra={"k": k})
+    knn_choices = _swept(q_knn, c_hat, ws)
+    curves["knn"] = RouterCurve("knn", "knn", ws.tolist(), *_points(knn_choices, data, te), extra={"k": k})
     report("baselines", 0.5)
     q_reg = R.regression_quality(E[tr], data.input_tokens[tr], Q_tr, E[te], data.input_tokens[te])
     curves["regression"] = RouterCurve("regression", "regression", ws.tolist(),
@@ -246,7 +246,8 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     result = BenchResult(dataset=data.name, modes=modes, n_train=len(tr), n_test=len(te), models=list(data.models),
                          sweep=ws.tolist(), routers=curves, decisions=decisions,
                          test_prompt_ids=data.prompt_ids[te].tolist(), online_curve=online_curve,
-                         hyperparameters=hyper, timings=timings, meta=dict(data.meta))
+                         hyperparameters=hyper, timings=timings, meta=dict(data.meta),
+                         baseline_decisions={"knn": knn_choices})
     summarise(result, data, tr, te, predictions)
     return result
 
