@@ -272,7 +272,7 @@ def run_demo(requests: int = 300, out_dir: Path = Path("out/demo"), seed: int = 
 
     from learned_router.demo_view import LiveView
     from learned_router.router import Router
-    from learned_router.simulator import SimFleet
+    from learned_router.sim_fleet import SimFleet
 
     t = timings or DemoTimings()
     console = console or Console()

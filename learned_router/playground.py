@@ -22,7 +22,9 @@ __all__ = ["simulate_config", "start_fleet"]
 
 def start_fleet(port: int, *, seed: int = 0) -> Any:
     """Start the demo's providers on ``port``, ``port+1``, ... (``port=0``: free ports). Returns a SimFleet."""
-    from learned_router.simulator import SimFleet, create_sim_app, serve_in_thread
+    from learned_router.sim_fleet import SimFleet
+    from learned_router.simulator import create_sim_app
+    from learned_router.threaded_server import serve_in_thread
 
     fleet = SimFleet(demo_profiles(seed=seed))
     for i, (name, profile) in enumerate(fleet.profiles.items()):

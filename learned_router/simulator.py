@@ -4,7 +4,7 @@ Messages and Gemini generateContent wire formats, with controllable latency, qua
 Used by ``learned-router demo``, by the gateway tests and by the router's end-to-end tests::
 
     profile = SimProfile("cheap", quality={"code": 0.55, "chat": 0.8}, latency_s=0.05)
-    with serve_in_thread(create_sim_app(profile)) as server:
+    with serve_in_thread(create_sim_app(profile)) as server:   # learned_router.threaded_server
         ...  # an OpenAI-compatible provider at f"{server.url}/v1"
         profile.set_mode("error500")  # every following call fails with HTTP 500
 
@@ -17,7 +17,8 @@ the failure at run time: ``ok``, ``error500``, ``timeout`` (no answer until the 
 ``malformed`` (an invalid JSON body), ``context_length`` (400 context-length error in the API's own shape),
 ``stream_cut`` (a few chunks, then the connection drops).
 
-Starlette and uvicorn are imported inside the functions that need them.
+Several profiles at once: :class:`learned_router.sim_fleet.SimFleet`. Starlette is imported inside
+:func:`create_sim_app`.
 """
 
 from __future__ import annotations
@@ -39,13 +40,10 @@ from learned_router.providers._server_wire import WIRES, Wire
 
 __all__ = [
     "MODES",
-    "ServerHandle",
     "SimAnswer",
-    "SimFleet",
     "SimProfile",
     "create_sim_app",
     "guess_task",
-    "serve_in_thread",
 ]
 
 MODES = ("ok", "error500", "timeout", "rate_limit", "reset", "malformed", "context_length", "stream_cut")
@@ -384,119 +382,3 @@ def create_sim_app(profile: SimProfile) -> Any:
 
     outer.profile = profile  # type: ignore[attr-defined]
     return outer
-
-
-# -- serving in a thread ---------------------------------------------------------------------------------------
-@dataclass
-class ServerHandle:
-    """A uvicorn server running in a daemon thread. ``stop()`` (or leaving the ``with`` block) ends it."""
-
-    host: str
-    port: int
-    server: Any = field(repr=False)
-    thread: threading.Thread = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self.server.should_exit = True
-        self.server.force_exit = True
-        self.thread.join(timeout_s)
-
-    def __enter__(self) -> ServerHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                    ready_timeout_s: float = 10.0) -> ServerHandle:
-    """Serve ``app`` with uvicorn in a daemon thread; return once it accepts connections.
-
-    ``port=0`` picks a free port (bound here, before the thread starts, so there is no race).
-    Raises RuntimeError when the server does not start within ``ready_timeout_s``.
-    """
-    import uvicorn
-
-    # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only for sockets that say they are TCP;
-    # without it every response stalls ~40 ms on delayed ACKs.
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
-                         socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host=host, port=bound_port, loop="asyncio", lifespan="off", log_config=None,
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=1)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True,
-                              name=f"sim-server-{bound_port}")
-    thread.start()
-    deadline = time.monotonic() + ready_timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            sock.close()
-            raise RuntimeError(f"server on {host}:{bound_port} did not start")
-        time.sleep(0.005)
-    return ServerHandle(host=host, port=bound_port, server=server, thread=thread)
-
-
-class SimFleet:
-    """Several simulated providers, one loopback server each.
-
-        with SimFleet([SimProfile("cheap"), SimProfile("strong", default_quality=0.9)]) as fleet:
-            fleet.base_url("cheap")                   # http://127.0.0.1:PORT/v1 (OpenAI kind)
-            fleet.provider_entry("strong", kind="anthropic")   # a config ``providers`` entry
-    """
-
-    def __init__(self, profiles: Sequence[SimProfile], *, host: str = "127.0.0.1") -> None:
-        names = [p.name for p in profiles]
-        if len(set(names)) != len(names):
-            raise ValueError(f"profile names must be unique, got {names}")
-        self.profiles = {p.name: p for p in profiles}
-        self.host = host
-        self.servers: dict[str, ServerHandle] = {}
-
-    def start(self) -> SimFleet:
-        try:
-            for name, profile in self.profiles.items():
-                if name not in self.servers:
-                    self.servers[name] = serve_in_thread(create_sim_app(profile), host=self.host)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        for handle in self.servers.values():
-            handle.stop()
-        self.servers.clear()
-
-    def __enter__(self) -> SimFleet:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def urls(self) -> dict[str, str]:
-        """Profile name → server root URL."""
-        return {name: handle.url for name, handle in self.servers.items()}
-
-    def base_url(self, name: str, kind: str = "openai") -> str:
-        """The ``base_url`` a provider of ``kind`` should be configured with for profile ``name``."""
-        root = self.servers[name].url
-        return f"{root}/v1" if kind == "openai" else root
-
-    def provider_entry(self, name: str, *, kind: str = "openai", **overrides: Any) -> dict[str, Any]:
-        """A ``providers`` config entry pointing at profile ``name`` (its prices and model); ``overrides``
-        replace or add keys (``quality_prior``, ``region``, ``tasks``...)."""
-        p = self.profiles[name]
-        entry: dict[str, Any] = {"name": name, "kind": kind, "base_url": self.base_url(name, kind),
-                                 "model": p.model, "price_in_per_mtok": p.price_in_per_mtok,
-                                 "price_out_per_mtok": p.price_out_per_mtok}
-        entry.update(overrides)
-        return entry

@@ -6,7 +6,7 @@ from typing import Any
 
 from learned_router.config import ProviderConfig
 from learned_router.providers import ADAPTERS, ProviderClient
-from learned_router.simulator import SimFleet
+from learned_router.sim_fleet import SimFleet
 from learned_router.types import ChatRequest
 
 SECRET = "sk-test-SECRET-9f8e7d6c5b4a"

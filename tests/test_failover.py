@@ -7,7 +7,8 @@ import anyio
 import pytest
 
 from learned_router import AllAttemptsFailedError, AsyncRouter, ProviderError, Router
-from learned_router.simulator import SimFleet, SimProfile
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 
 MSG = {"messages": [{"role": "user", "content": "Explain what a circuit breaker does."}]}
 
@@ -133,7 +134,7 @@ def test_non_retryable_error_does_not_fail_over(fleet):
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    from learned_router.simulator import serve_in_thread
+    from learned_router.threaded_server import serve_in_thread
 
     async def reject(request):
         return JSONResponse({"error": {"message": "temperature must be <= 2", "type": "invalid_request_error"}},

@@ -16,7 +16,9 @@ import pytest
 from learned_router import Router
 from learned_router.gateway import create_app
 from learned_router.gateway.transport import LeanAsyncClient, PooledHTTP11Transport
-from learned_router.simulator import ServerHandle, SimFleet, SimProfile, serve_in_thread
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
+from learned_router.threaded_server import ServerHandle, serve_in_thread
 
 MSG = [{"role": "user", "content": "Explain what a circuit breaker is."}]
 ENV = {"SIM_FLAKY_KEY": "sk-flaky-0123456789abcdef", "SIM_GOOD_KEY": "sk-good-0123456789abcdef"}

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_gateway import MSG, Gateway, fleet, http  # noqa: F401 - fixtures
 
-from learned_router.simulator import SimFleet
+from learned_router.sim_fleet import SimFleet
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,8 @@ from test_gateway import ENV as ENV_KEYS
 from test_gateway import MSG, Gateway, fleet, http, make_config, metric, nodelay  # noqa: F401 - fixtures
 
 from learned_router.gateway.metrics import GatewayMetrics
-from learned_router.simulator import SimFleet, serve_in_thread
+from learned_router.sim_fleet import SimFleet
+from learned_router.threaded_server import serve_in_thread
 from learned_router.types import Decision
 
 KEYS = {"acme": "acme-secret-key", "beta": "beta-secret-key", "broke": "broke-secret-key"}

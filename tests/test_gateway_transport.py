@@ -25,7 +25,8 @@ from learned_router.errors import (
 )
 from learned_router.gateway.transport import LeanAsyncClient, PooledHTTP11Transport
 from learned_router.providers import OpenAIAdapter, ProviderClient
-from learned_router.simulator import ServerHandle, SimProfile, create_sim_app, serve_in_thread
+from learned_router.simulator import SimProfile, create_sim_app
+from learned_router.threaded_server import ServerHandle, serve_in_thread
 from learned_router.types import ChatRequest, StreamChunk
 
 REQ = ChatRequest.coerce({"messages": [{"role": "user", "content": "Explain keep-alive connections."}]})

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from learned_router import Router
-from learned_router.simulator import SimFleet, SimProfile
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 
 CODE = {"messages": [{"role": "user", "content": "Write a Python function that reverses a linked list."}]}
 

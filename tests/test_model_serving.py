@@ -12,7 +12,8 @@ import pytest
 
 from learned_router import Router
 from learned_router.experiments import ab_report
-from learned_router.simulator import SimFleet, SimProfile
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 from learned_router.stores import open_log_path
 from learned_router.strategies.thompson import fit_thompson
 

@@ -23,7 +23,8 @@ from learned_router.errors import (
     RateLimited,
 )
 from learned_router.providers import ADAPTERS, ProviderClient, build_clients
-from learned_router.simulator import SimFleet, SimProfile
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 from learned_router.types import ChatRequest, StreamChunk
 
 KINDS = sorted(ADAPTERS)
@@ -238,7 +239,7 @@ async def test_async_failures(fleet: SimFleet, kind: str, mode: str) -> None:
 
 # -- keys, logging, construction ------------------------------------------------------------------------------
 def test_key_never_leaks_even_when_the_provider_echoes_it(caplog: pytest.LogCaptureFixture) -> None:
-    from learned_router.simulator import serve_in_thread
+    from learned_router.threaded_server import serve_in_thread
 
     async def echo_auth(scope, receive, send):  # type: ignore[no-untyped-def]
         headers = dict(scope["headers"])

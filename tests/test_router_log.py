@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from learned_router import AllAttemptsFailedError, NoEligibleArmError, Router
-from learned_router.simulator import SimFleet, SimProfile
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 from learned_router.stores import open_log_path
 
 MSG = {"messages": [{"role": "user", "content": "Translate 'good morning' into French."}]}

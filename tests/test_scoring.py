@@ -12,8 +12,10 @@ from starlette.routing import Route
 
 from learned_router import ChatRequest, Router
 from learned_router.scoring import HeuristicScorer, parse_grade
-from learned_router.simulator import SimFleet, SimProfile, serve_in_thread
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 from learned_router.stores import open_log_path
+from learned_router.threaded_server import serve_in_thread
 
 REQ = ChatRequest.coerce({"messages": [{"role": "user", "content": "List three primes as JSON."}]})
 

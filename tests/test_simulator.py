@@ -14,7 +14,9 @@ import pytest
 
 from _servers import USER_TEXT
 from learned_router.config import parse_config
-from learned_router.simulator import MODES, SimFleet, SimProfile, create_sim_app, guess_task, serve_in_thread
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import MODES, SimProfile, create_sim_app, guess_task
+from learned_router.threaded_server import serve_in_thread
 
 
 @pytest.fixture(scope="module")

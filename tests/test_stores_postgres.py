@@ -19,7 +19,8 @@ from test_train import _dataset
 from learned_router import Router
 from learned_router.config import LogConfig
 from learned_router.embedders import HashingEmbedder
-from learned_router.simulator import SimFleet, SimProfile
+from learned_router.sim_fleet import SimFleet
+from learned_router.simulator import SimProfile
 from learned_router.stores import PostgresDecisionLog, open_log, open_log_path
 from learned_router.stores.postgres import redact_url
 from learned_router.types import ChatRequest
