@@ -61,13 +61,17 @@ def filter_arms(
     excluded: dict[ArmId, str] = {}
     in_tokens = features.input_tokens
     want_out = request.max_tokens or features.output_tokens_est
+    # The expected answer length per arm: the request's estimate times what the arm's answers have really
+    # been billed relative to it (LiveStats.out_ratio). A caller's max_tokens stays the (worst-case) length.
+    fixed_out, est_out = request.max_tokens, features.output_tokens_est
     region = request.region
     ceiling = request.max_cost_usd
     ids = arm_ids if arm_ids is not None else [ArmId(f"{p.name}::{p.model}") for p in providers]
     for p, arm in zip(providers, ids, strict=True):
         s = stats[arm]
         out_tokens = want_out if want_out < p.max_output_tokens else p.max_output_tokens
-        cost = (in_tokens * p.price_in_per_mtok + out_tokens * p.price_out_per_mtok) / 1e6
+        billed_out = out_tokens if fixed_out else min(est_out * s.out_ratio, p.max_output_tokens)
+        cost = (in_tokens * p.price_in_per_mtok + billed_out * p.price_out_per_mtok) / 1e6
         avail = s.availability if availability is None or s.availability >= 1.0 else availability(s, now)
         reason = None
         if pinned is not None and arm not in pinned and p.name not in pinned:

@@ -1,4 +1,5 @@
-"""Live per-arm measurements: moving averages of latency and quality, availability, in-flight load.
+"""Live per-arm measurements: moving averages of latency, quality and answer length, availability, in-flight
+load.
 
 Updated after every call; read by the eligibility filter and the rule strategies. Each arm's state is an
 immutable ``ArmStats`` replaced on update, so a snapshot is one dict copy (no per-arm copying on the
@@ -15,6 +16,9 @@ from learned_router.protocols import Clock, SystemClock
 
 __all__ = ["ArmStats", "LiveStats"]
 
+# one answer moves an arm's output-length ratio by at most this range (an empty or a runaway answer is noise)
+_OUT_RATIO_BOUNDS = (0.05, 20.0)
+
 
 class ArmStats(NamedTuple):
     """``availability`` is as of ``availability_at`` (see ``LiveStats.availability``). A NamedTuple, not a
@@ -29,6 +33,7 @@ class ArmStats(NamedTuple):
     calls: int = 0
     availability_at: float = 0.0
     cooldown_until: float = 0.0
+    out_ratio: float = 1.0  # moving average of billed output tokens / the request's expected output tokens
 
 
 class LiveStats:
@@ -92,7 +97,11 @@ class LiveStats:
         with self._lock:
             self._update(arm, cooldown_until=max(self._arms[arm].cooldown_until, until))
 
-    def record_success(self, arm: str, latency_s: float, ttft_s: float | None = None) -> None:
+    def record_success(self, arm: str, latency_s: float, ttft_s: float | None = None,
+                       out_ratio: float | None = None) -> None:
+        """A call succeeded. ``out_ratio``: the output tokens it was billed for over the output tokens the
+        request was expected to need (``Features.output_tokens_est``); a verbose model or one that bills
+        hidden reasoning tokens moves above 1, a terse one below, and its predicted cost follows."""
         now = self.clock.monotonic()
         a = self.alpha
         with self._lock:
@@ -100,7 +109,10 @@ class LiveStats:
             ttft = s.ttft_s
             if ttft_s is not None:
                 ttft = ttft_s if ttft is None else (1 - a) * ttft + a * ttft_s
-            self._update(arm, latency_s=(1 - a) * s.latency_s + a * latency_s, ttft_s=ttft,
+            ratio = s.out_ratio
+            if out_ratio is not None and out_ratio > 0:
+                ratio = (1 - a) * ratio + a * min(max(out_ratio, _OUT_RATIO_BOUNDS[0]), _OUT_RATIO_BOUNDS[1])
+            self._update(arm, latency_s=(1 - a) * s.latency_s + a * latency_s, ttft_s=ttft, out_ratio=ratio,
                          availability=min(1.0, self.availability(s, now) * self.success_factor),
                          availability_at=now, calls=s.calls + 1)
 

@@ -217,3 +217,39 @@ def test_async_router_fails_over_concurrently(fleet):
     results, chunks, s = anyio.run(main)
     assert all(r.provider == "works" for r in results)
     assert "".join(chunks) and s.completion is not None
+
+
+def test_the_predicted_cost_learns_each_arms_answer_length():
+    """Two providers; the one with the lower list price answers at great length, so it is really the dearer
+    one. Its predicted cost starts from list prices and the request's expected length, then follows the
+    output tokens its answers are billed for, until it is above the terse provider's: a per-request cost
+    ceiling just above both list estimates now excludes it (it admitted it at first). A caller's max_tokens still prices
+    every arm at that worst case."""
+    profiles = [
+        SimProfile("wordy", price_in_per_mtok=1.0, price_out_per_mtok=1.5, min_words=600, max_words=600),
+        SimProfile("terse", price_in_per_mtok=1.0, price_out_per_mtok=2.0, min_words=5, max_words=8),
+    ]
+    with SimFleet(profiles) as f:
+        router = Router.from_config({"providers": [f.provider_entry(n) for n in ("wordy", "terse")],
+                                     "routing": {"strategy": "cost"}})
+        before = router.route(MSG)
+        expected = before.output_tokens_est
+        in_cost = before.input_tokens_est * 1.0 / 1e6
+        listed = {"wordy::sim-1": in_cost + expected * 1.5 / 1e6, "terse::sim-1": in_cost + expected * 2.0 / 1e6}
+        assert before.est_cost_usd == pytest.approx(listed)
+        ceiling = {**MSG, "max_cost_usd": 1.1 * listed["terse::sim-1"]}  # above both list estimates
+        admitted = router.route(ceiling)
+        assert admitted.provider == "wordy" and not admitted.excluded
+        first = router.complete(MSG)  # the cost rule ranks by list price: wordy
+        assert first.provider == "wordy"
+        assert first.outcome.output_tokens > 2 * expected  # the long answer
+        for _ in range(8):
+            router.complete(MSG)
+        est = router.route(MSG).est_cost_usd
+        assert est["wordy::sim-1"] > est["terse::sim-1"] == pytest.approx(listed["terse::sim-1"])
+        capped = router.route(ceiling)
+        assert capped.provider == "terse"
+        assert "exceeds the request's ceiling" in capped.excluded["wordy::sim-1"]
+        worst = router.route({**MSG, "max_tokens": 100}).est_cost_usd
+        assert worst == pytest.approx({"wordy::sim-1": in_cost + 100 * 1.5 / 1e6,
+                                       "terse::sim-1": in_cost + 100 * 2.0 / 1e6})
