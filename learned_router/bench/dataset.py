@@ -91,7 +91,14 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
     if unknown:
         raise ValueError(f"{root}: outcomes name models missing from models.json: {sorted(unknown)[:5]}")
 
-    prompts = prompts.reset_index(drop=True)
+    split = prompts["split"].astype(str).str.strip().str.lower()
+    other = ~split.isin(("train", "test"))
+    if other.any():  # e.g. a validation split: neither trained on nor scored
+        counts = split[other].value_counts().to_dict()
+        logger.warning("%s: ignoring %d prompts whose split is not train or test: %s", root, int(other.sum()), counts)
+        kept = set(prompts.loc[~other, "prompt_id"].astype(str))
+        outcomes = outcomes[outcomes["prompt_id"].astype(str).isin(kept)]
+    prompts = prompts.loc[~other].assign(split=split[~other]).reset_index(drop=True)
     ids = prompts["prompt_id"].astype(str).to_numpy()
     row = {pid: i for i, pid in enumerate(ids)}
     col = {m: j for j, m in enumerate(models)}
@@ -124,7 +131,7 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         prompts=prompts["prompt"].fillna("").astype(str).tolist(),  # a missing prompt reads as empty
         tasks=(prompts["task"].fillna("unknown").astype(str).to_numpy() if "task" in prompts.columns
                else np.full(len(ids), "unknown")),
-        is_train=(prompts["split"].astype(str) == "train").to_numpy(),
+        is_train=(prompts["split"] == "train").to_numpy(),
         models=models,
         quality=matrix("quality"),
         cost_usd=matrix("cost_usd"),
