@@ -277,3 +277,24 @@ def test_paired_intervals_against_knn() -> None:
     share, pgr = pgr_curve(q_hat, Q, 1, 0)
     assert a[0] == pytest.approx(apgr(share, pgr))
     assert c[0] == pytest.approx(cpt(share, pgr, 0.5))
+
+
+def test_repeated_prompts_and_outcomes_are_read_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A prompt listed twice is read once (its first row); an outcome recorded twice for the same model is
+    read as the mean of the two records. Both are logged."""
+    from learned_router.bench.dataset import load_dataset
+
+    root = _write_dataset(tmp_path / "repeats", n=30)
+    prompts = pd.read_parquet(root / "prompts.parquet")
+    outcomes = pd.read_parquet(root / "outcomes.parquet")
+    first = outcomes.iloc[[0]]
+    twice = first.assign(quality=1.0 - first["quality"], cost_usd=3 * first["cost_usd"])
+    pd.concat([prompts, prompts.iloc[[4]]]).to_parquet(root / "prompts.parquet")
+    pd.concat([outcomes, twice]).to_parquet(root / "outcomes.parquet")
+    with caplog.at_level("WARNING"):
+        data = load_dataset(root)
+    assert "1 repeated prompt ids (e.g. p4)" in caplog.text and "1 repeated (prompt, model) outcomes" in caplog.text
+    assert len(data.prompts) == 30
+    i, j = data.prompt_ids.tolist().index(outcomes["prompt_id"].iloc[0]), data.models.index(outcomes["model"].iloc[0])
+    assert data.quality[i, j] == 0.5
+    assert data.cost_usd[i, j] == pytest.approx(2 * outcomes["cost_usd"].iloc[0])

@@ -99,6 +99,17 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         kept = set(prompts.loc[~other, "prompt_id"].astype(str))
         outcomes = outcomes[outcomes["prompt_id"].astype(str).isin(kept)]
     prompts = prompts.loc[~other].assign(split=split[~other]).reset_index(drop=True)
+    dup = prompts["prompt_id"].astype(str).duplicated()
+    if dup.any():
+        logger.warning("%s: %d repeated prompt ids (e.g. %s): the first row of each is used", root,
+                       int(dup.sum()), prompts.loc[dup, "prompt_id"].iloc[0])
+        prompts = prompts.loc[~dup].reset_index(drop=True)
+    cell = outcomes["prompt_id"].astype(str) + "\x00" + outcomes["model"].astype(str)
+    if cell.duplicated().any():
+        logger.warning("%s: %d repeated (prompt, model) outcomes: their mean is used", root,
+                       int(cell.duplicated().sum()))
+        outcomes = (outcomes.assign(prompt_id=outcomes["prompt_id"].astype(str))
+                    .groupby(["prompt_id", "model"], as_index=False, sort=False)[list(_OUTCOME_COLUMNS[2:])].mean())
     ids = prompts["prompt_id"].astype(str).to_numpy()
     row = {pid: i for i, pid in enumerate(ids)}
     col = {m: j for j, m in enumerate(models)}
