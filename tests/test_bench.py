@@ -298,3 +298,27 @@ def test_repeated_prompts_and_outcomes_are_read_once(tmp_path: Path, caplog: pyt
     i, j = data.prompt_ids.tolist().index(outcomes["prompt_id"].iloc[0]), data.models.index(outcomes["model"].iloc[0])
     assert data.quality[i, j] == 0.5
     assert data.cost_usd[i, j] == pytest.approx(2 * outcomes["cost_usd"].iloc[0])
+
+
+def test_chat_style_prompts_stored_as_json_read_as_the_router_reads_them(tmp_path: Path) -> None:
+    """A dataset of conversations stores each prompt as a JSON list of messages: the benchmark reads the
+    messages' text, as the router reads that request in production, and estimates tokens from it."""
+    from learned_router.bench.dataset import load_dataset
+    from learned_router.types import ChatRequest
+
+    root = _write_dataset(tmp_path / "chat", n=30)
+    prompts = pd.read_parquet(root / "prompts.parquet")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": "Hi!"}, {"role": "user", "content": [{"type": "text", "text": "sum 2+2"}]}]
+    prompts.loc[0, "prompt"] = json.dumps(chat)
+    prompts.loc[1, "prompt"] = json.dumps({"messages": chat[1:2]})
+    prompts.loc[2, "prompt"] = "[not json] a plain prompt in brackets"
+    prompts.loc[3, "prompt"] = json.dumps([1, 2, 3])  # JSON, but not messages: read as it is
+    prompts.to_parquet(root / "prompts.parquet")
+    data = load_dataset(root)
+    expected = ChatRequest.coerce({"messages": chat}).prompt_text()
+    assert data.prompts[0] == expected == "Be brief.\nhello there\nHi!\nsum 2+2"
+    assert data.prompts[1] == "hello there"
+    assert data.prompts[2] == "[not json] a plain prompt in brackets"
+    assert data.prompts[3] == "[1, 2, 3]"
+    assert data.input_tokens[0] == len(expected) / 4

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from learned_router.errors import RouterError
 from learned_router.protocols import Embedder
+from learned_router.types import ChatRequest
 
 __all__ = ["BenchDataset", "cached_embeddings", "load_dataset"]
 
@@ -68,6 +70,22 @@ class BenchDataset:
         """A hash of the prompt ids in order: the key of the embedding cache."""
         h = hashlib.sha256("\n".join(self.prompt_ids.tolist()).encode()).hexdigest()
         return h[:16]
+
+
+def _prompt_text(raw: str) -> str:
+    """The text the router reads for a dataset prompt. A chat-style prompt stored as JSON (a list of
+    ``{"role", "content"}`` messages, or ``{"messages": [...]}``) reads as the router reads that request in
+    production (``ChatRequest.prompt_text``: every message's text, joined), not as JSON syntax; any other
+    string is the prompt itself."""
+    head = raw.lstrip()[:1]
+    if head not in ("[", "{"):
+        return raw
+    try:
+        parsed = json.loads(raw)
+        request = ChatRequest.coerce(parsed if isinstance(parsed, dict) else {"messages": parsed})
+    except (ValueError, TypeError, RouterError):  # not a chat request in JSON: the string is the prompt
+        return raw
+    return request.prompt_text()
 
 
 def load_dataset(dataset_dir: str | Path) -> BenchDataset:
@@ -139,7 +157,7 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
     return BenchDataset(
         name=str(meta.get("name") or root.name),
         prompt_ids=ids,
-        prompts=prompts["prompt"].fillna("").astype(str).tolist(),  # a missing prompt reads as empty
+        prompts=[_prompt_text(p) for p in prompts["prompt"].fillna("").astype(str)],  # missing: empty
         tasks=(prompts["task"].fillna("unknown").astype(str).to_numpy() if "task" in prompts.columns
                else np.full(len(ids), "unknown")),
         is_train=(prompts["split"] == "train").to_numpy(),
