@@ -194,8 +194,8 @@ def test_a_dataset_without_task_column_is_benchmarked(tmp_path: Path) -> None:
         run_bench(root, mode="offline", points=3, embedder=HashingEmbedder(dim=32), progress=False, cache_dir=None)
 
 
-def test_prompts_of_another_split_are_neither_trained_on_nor_scored(tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_prompts_of_another_split_are_neither_trained_on_nor_scored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
     """A validation split (and split names in another case) in a dataset: only train and test prompts are
     used, the decisions name test prompts only, and the log says what was left out."""
     root = _write_dataset(tmp_path / "validated", n=90)
@@ -210,6 +210,9 @@ def test_prompts_of_another_split_are_neither_trained_on_nor_scored(tmp_path: Pa
     test_ids = set(prompts.loc[prompts["split"] == " Test", "prompt_id"])
     assert set(result.test_prompt_ids) == test_ids and result.n_test == len(test_ids)
     assert result.n_train == int((prompts["split"] == "train").sum())
+    capsys.readouterr()
+    bench_command(root, points=3, embedder="hashing", cache_dir=None)  # the command prints the warning
+    assert "warning: " in (err := capsys.readouterr().err) and "ignoring 9 prompts whose split" in err
 
 
 def test_token_model_predicts_the_mean_of_skewed_answer_lengths_not_the_median() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -23,12 +24,21 @@ def bench_command(dataset_dir: str | Path, mode: str = "offline", json_out: str 
     from rich.console import Console
 
     err = Console(stderr=True)
+    # The package logs to a NullHandler (a library must not print); here, a command, its warnings about the
+    # dataset (rows left out or merged, a cache that cannot be written) go to stderr for the run.
+    shown = logging.StreamHandler(sys.stderr)
+    shown.setLevel(logging.WARNING)
+    shown.setFormatter(logging.Formatter("warning: %(message)s"))
+    package = logging.getLogger("learned_router")
+    package.addHandler(shown)
     try:
         result = run_bench(dataset_dir, mode=mode, seed=seed, embedder=embedder, points=points,
                            progress=not json_print and sys.stderr.isatty(), cache_dir=cache_dir, max_dim=max_dim)
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise SystemExit(2) from exc
+    finally:
+        package.removeHandler(shown)
     payload = result.to_dict()
     if json_out is not None:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
