@@ -222,9 +222,9 @@ def test_async_router_fails_over_concurrently(fleet):
 def test_the_predicted_cost_learns_each_arms_answer_length():
     """Two providers; the one with the lower list price answers at great length, so it is really the dearer
     one. Its predicted cost starts from list prices and the request's expected length, then follows the
-    output tokens its answers are billed for, until it is above the terse provider's: a per-request cost
-    ceiling just above both list estimates now excludes it (it admitted it at first). A caller's max_tokens still prices
-    every arm at that worst case."""
+    output tokens its answers are billed for, until it is above the terse provider's: the cost rule moves
+    over to the terse one, and a per-request cost ceiling between the two learned estimates excludes the
+    verbose one. A caller's max_tokens still prices every arm at that worst case."""
     profiles = [
         SimProfile("wordy", price_in_per_mtok=1.0, price_out_per_mtok=1.5, min_words=600, max_words=600),
         SimProfile("terse", price_in_per_mtok=1.0, price_out_per_mtok=2.0, min_words=5, max_words=8),
@@ -240,14 +240,15 @@ def test_the_predicted_cost_learns_each_arms_answer_length():
         ceiling = {**MSG, "max_cost_usd": 1.1 * listed["terse::sim-1"]}  # above both list estimates
         admitted = router.route(ceiling)
         assert admitted.provider == "wordy" and not admitted.excluded
-        first = router.complete(MSG)  # the cost rule ranks by list price: wordy
+        first = router.complete(MSG)  # the cost rule ranks by estimated cost, at list prices so far: wordy
         assert first.provider == "wordy"
         assert first.outcome.output_tokens > 2 * expected  # the long answer
-        for _ in range(8):
-            router.complete(MSG)
+        served = [router.complete(MSG).provider for _ in range(8)]
+        assert served[-1] == "terse" and served.count("wordy") <= 3, served  # the rule moved over
         est = router.route(MSG).est_cost_usd
-        assert est["wordy::sim-1"] > est["terse::sim-1"] == pytest.approx(listed["terse::sim-1"])
-        capped = router.route(ceiling)
+        assert est["wordy::sim-1"] > listed["terse::sim-1"] > est["terse::sim-1"]  # terse answers: below list
+        between = {**MSG, "max_cost_usd": (est["wordy::sim-1"] + est["terse::sim-1"]) / 2}
+        capped = router.route(between)  # the ceiling reads the learned estimates too
         assert capped.provider == "terse"
         assert "exceeds the request's ceiling" in capped.excluded["wordy::sim-1"]
         worst = router.route({**MSG, "max_tokens": 100}).est_cost_usd

@@ -172,14 +172,18 @@ def regression_quality(train_emb: NDArray[np.float32], train_tokens: Array, trai
 # --------------------------------------------------------------------------- rules
 def rule_choices(data: BenchDataset, priors: Array, mean_out_tokens: Array) -> dict[str, int]:
     """The arm each rule strategy (cost, quality, balanced, latency) picks, using the real rule classes with
-    quality priors = each model's train-split mean quality and prices/latency from models.json. The rules
-    ignore the prompt (no per-task table), so one choice serves every prompt."""
+    quality priors = each model's train-split mean quality, prices/latency from models.json and, as the
+    estimated cost of a request, the model's mean train-split cost (what a production router's estimate
+    converges to from the bills). The rules ignore the prompt (no per-task table), so one choice serves
+    every prompt."""
     from learned_router.config import ProviderConfig
     from learned_router.strategies.base import ArmView, Context, Features
     from learned_router.strategies.rules import BalancedStrategy, CostStrategy, LatencyStrategy, QualityStrategy
     from learned_router.types import ArmId, ChatRequest, Weights
 
     views = []
+    train = data.is_train if data.is_train.any() else np.ones(len(data.prompts), dtype=bool)
+    mean_cost = data.cost_usd[train].mean(axis=0)  # what a request cost on each model, as the bills said
     for j, model in enumerate(data.models):
         cfg = ProviderConfig(name=f"m{j}", kind="openai", base_url="http://localhost", model=model,
                              price_in_per_mtok=float(data.price_in_per_mtok[j]),
@@ -188,7 +192,8 @@ def rule_choices(data: BenchDataset, priors: Array, mean_out_tokens: Array) -> d
                              latency_prior_s=float(max(1e-3, data.ttft_s[j] + mean_out_tokens[j]
                                                        / data.output_tokens_per_s[j])))
         views.append(ArmView(arm=ArmId(cfg.arm), provider=cfg, quality=cfg.quality_prior,
-                             latency_s=cfg.latency_prior_s, availability=1.0, in_flight=0, est_cost_usd=0.0))
+                             latency_s=cfg.latency_prior_s, availability=1.0, in_flight=0,
+                             est_cost_usd=float(mean_cost[j])))
     ctx = Context(request=ChatRequest(messages=({"role": "user", "content": "x"},)),
                   features=Features(input_tokens=1, output_tokens_est=1), weights=Weights())
     index = {v.arm: j for j, v in enumerate(views)}

@@ -75,9 +75,10 @@ class LatencyStrategy(_Rule):
 
 
 class CostStrategy(_Rule):
-    """Cheapest arm whose quality score meets ``ctx.quality_threshold`` (0.8); arms below the threshold follow,
-    best quality first. The score is the negative blended price per 1k tokens (USD) for qualifying arms and
-    the quality for the others."""
+    """Cheapest arm for this request whose quality score meets ``ctx.quality_threshold`` (0.8); arms below the
+    threshold follow, best quality first. The score is minus the arm's estimated cost of the request
+    (``ArmView.est_cost_usd``: its prices, the prompt's tokens and the answer length the arm really bills) for
+    qualifying arms and the quality for the others."""
 
     name = "cost"
 
@@ -86,7 +87,7 @@ class CostStrategy(_Rule):
             return arm_quality(a, ctx.features) >= ctx.quality_threshold
 
         def score(a: ArmView) -> float:
-            return -a.price_per_1k_usd if qualifies(a) else arm_quality(a, ctx.features)
+            return -a.est_cost_usd if qualifies(a) else arm_quality(a, ctx.features)
 
         return _rank(arms, ctx, score, self.name, tier=lambda a: 0 if qualifies(a) else 1)
 
