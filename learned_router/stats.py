@@ -16,7 +16,7 @@ from learned_router.protocols import Clock, SystemClock
 
 __all__ = ["ArmStats", "LiveStats"]
 
-# one answer moves an arm's output-length ratio by at most this range (an empty or a runaway answer is noise)
+# each answer's billed-over-expected output ratio is clipped to this range (an empty or a runaway answer is noise)
 _OUT_RATIO_BOUNDS = (0.05, 20.0)
 
 
