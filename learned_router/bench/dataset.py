@@ -88,6 +88,32 @@ def _prompt_text(raw: str) -> str:
     return request.prompt_text()
 
 
+def _tidy(prompts: Any, outcomes: Any, root: Path) -> tuple[Any, Any]:
+    """The prompts and outcomes a benchmark reads (pandas frames, prompt ids as strings, split names
+    lower-cased): prompts of a split other than train and test (a validation split) are left out, a repeated
+    prompt id keeps its first row, and repeated (prompt, model) outcomes are averaged, each with a warning."""
+    prompts = prompts.assign(prompt_id=prompts["prompt_id"].astype(str),
+                             split=prompts["split"].astype(str).str.strip().str.lower())
+    outcomes = outcomes.assign(prompt_id=outcomes["prompt_id"].astype(str))
+    other = ~prompts["split"].isin(("train", "test"))
+    if other.any():  # neither trained on nor scored
+        logger.warning("%s: ignoring %d prompts whose split is not train or test: %s", root, int(other.sum()),
+                       prompts.loc[other, "split"].value_counts().to_dict())
+        prompts = prompts.loc[~other]
+        outcomes = outcomes[outcomes["prompt_id"].isin(set(prompts["prompt_id"]))]
+    dup = prompts["prompt_id"].duplicated()
+    if dup.any():
+        logger.warning("%s: %d repeated prompt ids (e.g. %s): the first row of each is used", root,
+                       int(dup.sum()), prompts.loc[dup, "prompt_id"].iloc[0])
+        prompts = prompts.loc[~dup]
+    repeated = outcomes.duplicated(["prompt_id", "model"])
+    if repeated.any():
+        logger.warning("%s: %d repeated (prompt, model) outcomes: their mean is used", root, int(repeated.sum()))
+        outcomes = outcomes.groupby(["prompt_id", "model"], as_index=False, sort=False)[
+            list(_OUTCOME_COLUMNS[2:])].mean()
+    return prompts.reset_index(drop=True), outcomes
+
+
 def load_dataset(dataset_dir: str | Path) -> BenchDataset:
     """Read a dataset folder. Raises ValueError when a file is missing or the matrix is not dense."""
     import pandas as pd
@@ -109,30 +135,12 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
     if unknown:
         raise ValueError(f"{root}: outcomes name models missing from models.json: {sorted(unknown)[:5]}")
 
-    split = prompts["split"].astype(str).str.strip().str.lower()
-    other = ~split.isin(("train", "test"))
-    if other.any():  # e.g. a validation split: neither trained on nor scored
-        counts = split[other].value_counts().to_dict()
-        logger.warning("%s: ignoring %d prompts whose split is not train or test: %s", root, int(other.sum()), counts)
-        kept = set(prompts.loc[~other, "prompt_id"].astype(str))
-        outcomes = outcomes[outcomes["prompt_id"].astype(str).isin(kept)]
-    prompts = prompts.loc[~other].assign(split=split[~other]).reset_index(drop=True)
-    dup = prompts["prompt_id"].astype(str).duplicated()
-    if dup.any():
-        logger.warning("%s: %d repeated prompt ids (e.g. %s): the first row of each is used", root,
-                       int(dup.sum()), prompts.loc[dup, "prompt_id"].iloc[0])
-        prompts = prompts.loc[~dup].reset_index(drop=True)
-    cell = outcomes["prompt_id"].astype(str) + "\x00" + outcomes["model"].astype(str)
-    if cell.duplicated().any():
-        logger.warning("%s: %d repeated (prompt, model) outcomes: their mean is used", root,
-                       int(cell.duplicated().sum()))
-        outcomes = (outcomes.assign(prompt_id=outcomes["prompt_id"].astype(str))
-                    .groupby(["prompt_id", "model"], as_index=False, sort=False)[list(_OUTCOME_COLUMNS[2:])].mean())
-    ids = prompts["prompt_id"].astype(str).to_numpy()
+    prompts, outcomes = _tidy(prompts, outcomes, root)
+    ids = prompts["prompt_id"].to_numpy()
     row = {pid: i for i, pid in enumerate(ids)}
     col = {m: j for j, m in enumerate(models)}
     n, k = len(ids), len(models)
-    r = outcomes["prompt_id"].astype(str).map(row)
+    r = outcomes["prompt_id"].map(row)
     if r.isna().any():
         raise ValueError(f"{root}: outcomes reference prompt ids missing from prompts.parquet")
     ri = r.to_numpy(dtype=np.int64)
