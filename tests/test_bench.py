@@ -255,7 +255,7 @@ def test_paired_intervals_against_knn() -> None:
     """The paired bootstrap: a router compared with itself differs by exactly 0 on every resample, a router
     that takes the oracle's choices is above one that always takes the weak model, and with every resample
     weight equal the APGR helper reproduces ``metrics.apgr`` of ``metrics.pgr_curve``."""
-    from learned_router.bench.intervals import _apgr_cpt, paired_knn_intervals
+    from learned_router.bench.intervals import _apgr_cpt, paired_knn_intervals, resample_weights
 
     rng = np.random.default_rng(3)
     n = 400
@@ -263,14 +263,15 @@ def test_paired_intervals_against_knn() -> None:
     C = np.stack([np.full(n, 1e-4), np.full(n, 1e-3)], axis=1)
     weak_always = np.zeros((3, n), dtype=np.int64)
     oracle = np.stack([np.argmax(Q - 1e-6 * np.arange(2), axis=1)] * 3)
-    same = paired_knn_intervals(weak_always, weak_always, Q, C, best=1, cheapest=0, n_boot=50)
+    W50 = resample_weights(n, 50)
+    same = paired_knn_intervals(weak_always, weak_always, Q, C, W50, best=1, cheapest=0)
     assert same["area_minus_knn_ci95"] == [0.0, 0.0]
-    better = paired_knn_intervals(oracle, weak_always, Q, C, best=1, cheapest=0, n_boot=50)
+    better = paired_knn_intervals(oracle, weak_always, Q, C, W50, best=1, cheapest=0)
     assert better["area_minus_knn_ci95"][0] > 0.0
     q_hat = Q + rng.normal(0.0, 0.5, Q.shape)  # a noisy predictor, against an uninformative one
     flat = np.full_like(Q, 0.5)
-    two = paired_knn_intervals(weak_always, weak_always, Q, C, best=1, cheapest=0, q_hat=q_hat, knn_q_hat=flat,
-                               n_boot=200)
+    two = paired_knn_intervals(weak_always, weak_always, Q, C, resample_weights(n), best=1, cheapest=0,
+                               q_hat=q_hat, knn_q_hat=flat)
     point = apgr(*pgr_curve(q_hat, Q, 1, 0)) - apgr(*pgr_curve(flat, Q, 1, 0))
     lo, hi = two["apgr_minus_knn_ci95"]
     assert lo < point < hi and lo > 0.0

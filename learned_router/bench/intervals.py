@@ -19,14 +19,15 @@ from numpy.typing import NDArray
 
 from learned_router.bench import metrics as M
 
-__all__ = ["paired_knn_intervals", "share_interval"]
+__all__ = ["paired_knn_intervals", "resample_weights", "share_interval"]
 
 Array = NDArray[np.float64]
 _NEVER = 1e300  # 'not reached' sorts above every share, and percentiles of it stay finite
 
 
-def _weights(n: int, n_boot: int, seed: int) -> Array:
-    """(n_boot, n) resampling weights summing to 1 per row: a multinomial draw of n prompts."""
+def resample_weights(n: int, n_boot: int = 200, seed: int = 0) -> Array:
+    """(n_boot, n) resampling weights summing to 1 per row: a multinomial draw of n prompts. One matrix serves
+    every figure of a run, so all are computed on the same resamples."""
     rng = np.random.default_rng(seed)
     return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) / n for _ in range(n_boot)])
 
@@ -35,19 +36,18 @@ def _ci(values: Array) -> list[float]:
     return [float(v) for v in np.percentile(values, [2.5, 97.5])]
 
 
-def share_interval(choices: NDArray[np.int64], Q: Array, C: Array, best: int, n_boot: int = 200,
-                   seed: int = 0) -> dict[str, Any]:
+def share_interval(choices: NDArray[np.int64], Q: Array, C: Array, best: int, W: Array) -> dict[str, Any]:
     """The cost share at which the frontier of ``choices`` (points × prompts) reaches the best single
     model's quality, as a 95% interval (None at an end means 'not reached'), the probability that it is at
-    most 60%, and the best model's quality interval. ``Q``, ``C``: test quality and cost (prompts × models).
+    most 60%, and the best model's quality interval. ``Q``, ``C``: test quality and cost (prompts × models);
+    ``W``: :func:`resample_weights`.
     The share moves by tens of points between resamples, because the frontier is flat near the top."""
     rows = np.arange(Q.shape[0])
     q_pts, c_pts = Q[rows, choices], C[rows, choices]
-    W = _weights(Q.shape[0], n_boot, seed)
-    shares, best_q = np.empty(n_boot), W @ Q[:, best]
+    shares, best_q = np.empty(len(W)), W @ Q[:, best]
     best_c = W @ C[:, best]
     qs, cs = W @ q_pts.T, W @ c_pts.T  # (n_boot, points)
-    for b in range(n_boot):
+    for b in range(len(W)):
         fc, fq = M.frontier(cs[b], qs[b])
         reach = M.cost_to_reach(float(best_q[b]), fc, fq)
         shares[b] = np.inf if reach is None else reach / max(float(best_c[b]), 1e-15)
@@ -72,21 +72,20 @@ def _apgr_cpt(gain: Array, diff: Array, W: Array, seed: int) -> tuple[Array, Arr
     return apgr, cpt
 
 
-def paired_knn_intervals(choices: NDArray[np.int64], knn_choices: NDArray[np.int64], Q: Array, C: Array, *,
-                         best: int, cheapest: int, q_hat: Array | None = None, knn_q_hat: Array | None = None,
-                         n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+def paired_knn_intervals(choices: NDArray[np.int64], knn_choices: NDArray[np.int64], Q: Array, C: Array,
+                         W: Array, *, best: int, cheapest: int, q_hat: Array | None = None,
+                         knn_q_hat: Array | None = None, seed: int = 0) -> dict[str, Any]:
     """95% intervals of the learned router's advantage over kNN, both scored on the same resamples: the
     frontier area difference and, for two models (when both routers' predicted qualities are given), the
-    APGR and CPT(50%) differences (a negative CPT difference means fewer strong calls than kNN)."""
-    n = Q.shape[0]
-    rows = np.arange(n)
-    W = _weights(n, n_boot, seed)
+    APGR and CPT(50%) differences (a negative CPT difference means fewer strong calls than kNN). ``W``:
+    :func:`resample_weights`; ``seed`` orders ties in the predicted gains."""
+    rows = np.arange(Q.shape[0])
     lo_c, lo_q, hi_c = W @ C[:, cheapest], W @ Q[:, cheapest], W @ C[:, best]
     points = []
     for ch in (choices, knn_choices):
         points.append((W @ C[rows, ch].T, W @ Q[rows, ch].T))  # (n_boot, points) each
-    diffs = np.empty(n_boot)
-    for b in range(n_boot):
+    diffs = np.empty(len(W))
+    for b in range(len(W)):
         areas = []
         for cs, qs in points:
             fc, fq = M.frontier(cs[b], qs[b])

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 
 from learned_router.bench import metrics as M
 from learned_router.bench.dataset import BenchDataset
-from learned_router.bench.intervals import paired_knn_intervals, share_interval
+from learned_router.bench.intervals import paired_knn_intervals, resample_weights, share_interval
 
 __all__ = ["BenchResult", "RouterCurve", "summarise", "write_decisions"]
 
@@ -114,11 +114,12 @@ def summarise(result: BenchResult, data: BenchDataset, tr: NDArray[np.int64], te
     _utility(result, data, te)
     _targets(result)
     knn_choices = result.baseline_decisions.get("knn")
+    W = resample_weights(len(te))
     for mode, choices in result.decisions.items():
-        result.targets[mode].update(share_interval(choices, Q_te, C_te, best))
+        result.targets[mode].update(share_interval(choices, Q_te, C_te, best, W))
         if knn_choices is not None:
             result.targets[mode].update(paired_knn_intervals(
-                choices, knn_choices, Q_te, C_te, best=best, cheapest=cheapest,
+                choices, knn_choices, Q_te, C_te, W, best=best, cheapest=cheapest,
                 q_hat=predictions.get(f"learned ({mode})"), knn_q_hat=predictions.get("knn")))
 
 
