@@ -326,3 +326,21 @@ def test_chat_style_prompts_stored_as_json_read_as_the_router_reads_them(tmp_pat
     assert data.prompts[2] == "[not json] a plain prompt in brackets"
     assert data.prompts[3] == "[1, 2, 3]"
     assert data.input_tokens[0] == len(expected) / 4
+
+
+def test_a_subset_of_prompts_and_models_is_benchmarked_from_given_embeddings(tmp_path: Path) -> None:
+    """``BenchDataset.take`` keeps the chosen prompts and models (matrices, prices and all), and run_bench
+    scores it from embeddings computed once for the whole dataset (as benchmarks/model_pools.py does)."""
+    from learned_router.bench.dataset import load_dataset
+
+    data = load_dataset(_write_dataset(tmp_path / "pool", n=120))
+    emb = HashingEmbedder(dim=32)
+    E = np.asarray(emb.embed(data.prompts), dtype=np.float32)
+    rows, models = np.arange(0, 120, 2), np.array([0, 2])
+    part = data.take(rows, models)
+    assert part.models == ("tiny-model", "big-model") and part.prompt_ids.tolist() == data.prompt_ids[rows].tolist()
+    np.testing.assert_array_equal(part.quality, data.quality[rows][:, models])
+    np.testing.assert_array_equal(part.price_out_per_mtok, data.price_out_per_mtok[models])
+    result = run_bench(part, embeddings=E[rows], embedder=emb, points=3, progress=False, cache_dir=None)
+    assert result.models == ["tiny-model", "big-model"] and result.n_train + result.n_test == 60
+    assert "apgr" in result.routers["learned (offline)"].metrics  # two models: RouteLLM's metrics too

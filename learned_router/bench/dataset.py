@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,17 @@ class BenchDataset:
         """Estimated input tokens per prompt (characters / ``chars_per_token`` from meta.json, default 4)."""
         cpt = float(self.meta.get("chars_per_token", 4.0))
         return np.array([max(1.0, len(p) / cpt) for p in self.prompts])
+
+    def take(self, rows: NDArray[np.int64], models: NDArray[np.int64] | None = None) -> BenchDataset:
+        """The dataset restricted to ``rows`` (prompt indices) and, when given, ``models`` (model indices)."""
+        cols = np.arange(self.n_models) if models is None else np.asarray(models)
+        per_model = ("price_in_per_mtok", "price_out_per_mtok", "ttft_s", "output_tokens_per_s")
+        cells = ("quality", "cost_usd", "output_tokens", "latency_s")
+        return replace(self, prompt_ids=self.prompt_ids[rows], prompts=[self.prompts[i] for i in rows],
+                       tasks=self.tasks[rows], is_train=self.is_train[rows],
+                       models=tuple(self.models[j] for j in cols),
+                       **{c: getattr(self, c)[rows][:, cols] for c in cells},
+                       **{m: getattr(self, m)[cols] for m in per_model})
 
     def key(self) -> str:
         """A hash of the prompt ids in order: the key of the embedding cache."""

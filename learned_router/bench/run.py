@@ -112,14 +112,15 @@ def _swept(q_hat: Array, c_hat: Array, ws: Array) -> NDArray[np.int64]:
     return np.stack([R.choose(q_hat, c_hat, float(w)) for w in ws])
 
 
-def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 64, seed: int = 0,
+def run_bench(dataset_dir: str | Path | BenchDataset, *, mode: str = "offline", points: int = 64, seed: int = 0,
               embedder: str | Any = "minilm", progress: bool | Progress = True,
               cache_dir: str | Path | None = "out/cache", classifier_dir: str | Path | None = None,
-              max_dim: int | None = None) -> BenchResult:
+              max_dim: int | None = None, embeddings: NDArray[np.float32] | None = None) -> BenchResult:
     """Benchmark the learned router against the baselines on one dataset.
 
     Args:
-        dataset_dir: a folder in the routing-dataset format (prompts/outcomes parquet, models.json).
+        dataset_dir: a folder in the routing-dataset format (prompts/outcomes parquet, models.json), or a
+            loaded dataset (e.g. ``BenchDataset.take`` of one: a subset of prompts or models).
         mode: ``offline``, ``bandit``, ``online`` or ``all``.
         points: trade-off settings in the sweep (0 plus log-spaced cost weights).
         seed: seed of the logging policy, the online stream and the CV folds.
@@ -129,6 +130,7 @@ def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 6
         classifier_dir: the task classifier to use for task probabilities (default: models/task_classifier).
         max_dim: the widest context vector the offline and bandit learned routers may use (None: any the
             cross-validation picks); a serving policy's route() cost grows with the square of its width.
+        embeddings: the prompts' embeddings by ``embedder``, when already computed (None: embed, cached).
 
     Raises:
         ValueError: unknown mode or embedder, or a folder that is not a routing dataset.
@@ -137,14 +139,14 @@ def run_bench(dataset_dir: str | Path, *, mode: str = "offline", points: int = 6
     if any(m not in MODES for m in modes):
         raise ValueError(f"unknown mode {mode!r}; use offline, bandit, online or all")
     started = time.perf_counter()
-    data = load_dataset(dataset_dir)
+    data = dataset_dir if isinstance(dataset_dir, BenchDataset) else load_dataset(dataset_dir)
     emb_obj = make_embedder(embedder) if isinstance(embedder, str) else embedder
     ctx: AbstractContextManager[Progress]
     ctx = _rich_progress() if progress is True else nullcontext(progress or (lambda stage, frac: None))
     with ctx as report:
         report("embedding prompts", 0.0)
-        E = cached_embeddings(data, emb_obj, cache_dir,
-                              on_batch=lambda done, total: report("embedding prompts", done / total))
+        E = embeddings if embeddings is not None else cached_embeddings(
+            data, emb_obj, cache_dir, on_batch=lambda done, total: report("embedding prompts", done / total))
         T, labels = _task_probs(E, emb_obj, Path(classifier_dir) if classifier_dir else None)
         result = _bench(data, E, T, labels, modes, points, seed, report, max_dim)
     result.settings.update({"embedder": emb_obj.name, "seed": seed, "points": points,
