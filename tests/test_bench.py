@@ -344,3 +344,20 @@ def test_a_subset_of_prompts_and_models_is_benchmarked_from_given_embeddings(tmp
     result = run_bench(part, embeddings=E[rows], embedder=emb, points=3, progress=False, cache_dir=None)
     assert result.models == ["tiny-model", "big-model"] and result.n_train + result.n_test == 60
     assert "apgr" in result.routers["learned (offline)"].metrics  # two models: RouteLLM's metrics too
+
+
+def test_quality_outside_the_unit_scale_is_benchmarked_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Graded quality on a 1-10 scale (the format says [0, 1]): a warning names the range, and the regression
+    baseline predicts on the data's own scale instead of being clipped to [0, 1]."""
+    root = _write_dataset(tmp_path / "scaled", n=210, seed=4)
+    out = pd.read_parquet(root / "outcomes.parquet")
+    out["quality"] = 1.0 + 9.0 * (0.6 * out["quality"] + 0.4 * np.random.default_rng(1).random(len(out)))
+    out.to_parquet(root / "outcomes.parquet")
+    with caplog.at_level("WARNING", logger="learned_router.bench.dataset"):
+        result = run_bench(root, points=6, embedder=HashingEmbedder(dim=64), progress=False, cache_dir=None)
+    assert any("outside the format's [0, 1]" in r.getMessage() for r in caplog.records)
+    regression = result.routers["regression"]
+    cheapest = result.routers["model:tiny-model"].quality[0]
+    # clipped to [0, 1], every prediction is 1 and the tie goes to the cheapest model at every setting
+    assert max(regression.quality) > cheapest + 1.0

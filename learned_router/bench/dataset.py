@@ -170,6 +170,12 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         out[ri, ci] = values
         return out
 
+    quality = matrix("quality")
+    if quality.min() < -1e-9 or quality.max() > 1 + 1e-9:
+        logger.warning("%s: quality ranges from %g to %g, outside the format's [0, 1]; the benchmark runs, "
+                       "but its sweep of trade-off settings and the online router's prior assume [0, 1] "
+                       "(rescale the column for comparable results)", root, quality.min(), quality.max())
+
     def per_model(key: str) -> NDArray[np.float64]:
         return np.array([float(catalogue[m].get(key, 0.0)) for m in models])
 
@@ -181,7 +187,7 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
                else np.full(len(ids), "unknown")),
         is_train=(prompts["split"] == "train").to_numpy(),
         models=models,
-        quality=matrix("quality"),
+        quality=quality,
         cost_usd=matrix("cost_usd"),
         output_tokens=matrix("output_tokens"),
         latency_s=matrix("latency_s"),

@@ -157,7 +157,8 @@ def regression_quality(train_emb: NDArray[np.float32], train_tokens: Array, trai
     binary = bool(np.isin(train_quality, (0.0, 1.0)).all())
     if not binary:
         model = RidgeCV(alphas=np.logspace(-2, 3, 11)).fit(Xtr, train_quality)
-        return np.clip(model.predict(Xte), 0.0, 1.0)
+        # clipped to the quality scale: [0, 1] by the format, wider when the data's own values are
+        return np.clip(model.predict(Xte), min(0.0, train_quality.min()), max(1.0, train_quality.max()))
     out = np.empty((len(Xte), train_quality.shape[1]))
     for a in range(train_quality.shape[1]):
         y = train_quality[:, a]
