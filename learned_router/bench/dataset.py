@@ -171,7 +171,7 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         return out
 
     quality = matrix("quality")
-    if quality.min() < -1e-9 or quality.max() > 1 + 1e-9:
+    if quality.size and (quality.min() < -1e-9 or quality.max() > 1 + 1e-9):
         logger.warning("%s: quality ranges from %g to %g, outside the format's [0, 1]; the benchmark runs, "
                        "but its sweep of trade-off settings and the online router's prior assume [0, 1] "
                        "(rescale the column for comparable results)", root, quality.min(), quality.max())
