@@ -35,8 +35,8 @@ from numpy.typing import NDArray
 from learned_router.embed_cache import CachedEmbedder, CacheInfo, normalise
 from learned_router.static_embedder import MINILM_DIM, StaticEmbedder, default_static_table
 
-__all__ = ["EMBEDDERS", "CacheInfo", "HashingEmbedder", "MiniLMEmbedder", "StaticEmbedder", "default_static_table",
-           "make_embedder"]
+__all__ = ["EMBEDDERS", "CacheInfo", "HashingEmbedder", "MiniLMEmbedder", "StaticEmbedder",
+           "default_static_table", "make_embedder"]
 
 _LONG_STRATEGIES = ("head_tail", "chunks", "truncate")
 

@@ -138,8 +138,8 @@ class FailoverRun:
         ttft = cur.first_byte_at - cur.started if cur.first_byte_at is not None else None
         self.breaker.record_success(cur.arm)
         expected = self.decision.output_tokens_est
-        self.stats.record_success(cur.arm, latency, ttft,
-                                  out_ratio=output_tokens / expected if expected > 0 and output_tokens > 0 else None)
+        ratio = output_tokens / expected if expected > 0 and output_tokens > 0 else None
+        self.stats.record_success(cur.arm, latency, ttft, out_ratio=ratio)
         self.attempts.append(Attempt(arm=cur.arm, status="ok", latency_s=latency))
         self.analytics.record_attempt(cur.arm, ok=True, latency_s=latency, cost_usd=cost_usd,
                                       input_tokens=input_tokens, output_tokens=output_tokens)

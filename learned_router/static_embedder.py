@@ -62,7 +62,8 @@ class StaticEmbedder(CachedEmbedder):
                 with np.load(self.table_path) as z:
                     table = z["q"].astype(np.float32) * z["scale"].astype(np.float32)[:, None]
                 if table.shape != (tok.get_vocab_size(), MINILM_DIM):
-                    raise ValueError(f"{self.table_path}: table shape {table.shape} does not match the vocabulary")
+                    raise ValueError(f"{self.table_path}: table shape {table.shape} does not match the "
+                                     "vocabulary")
                 self._tokenizer, self._table = tok, table
         return self
 

@@ -16,7 +16,8 @@ from learned_router.protocols import Clock, SystemClock
 
 __all__ = ["ArmStats", "LiveStats"]
 
-# each answer's billed-over-expected output ratio is clipped to this range (an empty or a runaway answer is noise)
+# each answer's billed-over-expected output ratio is clipped to this range (an empty or a runaway answer
+# is noise)
 _OUT_RATIO_BOUNDS = (0.05, 20.0)
 
 

@@ -32,8 +32,8 @@ from learned_router.strategies.selection import (
 )
 from training.logdata import LoggedData
 
-__all__ = ["COMPONENTS", "PRIOR_STRENGTH", "arm_priors", "choose_hyperparameters", "fit_classifier", "fit_policy", "logged_value",
-           "train_inputs", "usable_rows"]
+__all__ = ["COMPONENTS", "PRIOR_STRENGTH", "arm_priors", "choose_hyperparameters", "fit_classifier",
+           "fit_policy", "logged_value", "train_inputs", "usable_rows"]
 
 PRIOR_STRENGTH = 5.0  # pseudo-decisions at the overall mean quality added to each arm's prior
 COMPONENTS = (8, *COMPONENTS_GRID)  # PCA widths tried (max_dim bounds them: 8 to 32 with task probabilities)

@@ -119,7 +119,8 @@ def _tidy(prompts: Any, outcomes: Any, root: Path) -> tuple[Any, Any]:
         prompts = prompts.loc[~dup]
     repeated = outcomes.duplicated(["prompt_id", "model"])
     if repeated.any():
-        logger.warning("%s: %d repeated (prompt, model) outcomes: their mean is used", root, int(repeated.sum()))
+        logger.warning("%s: %d repeated (prompt, model) outcomes: their mean is used", root,
+                       int(repeated.sum()))
         outcomes = outcomes.groupby(["prompt_id", "model"], as_index=False, sort=False)[
             list(_OUTCOME_COLUMNS[2:])].mean()
     return prompts.reset_index(drop=True), outcomes

@@ -55,7 +55,8 @@ def render_tables(result: BenchResult) -> list[Any]:
         for key, value in checks.items():
             if isinstance(value, list):  # an interval; None at an end: not reached
                 signed = "minus" in key  # a difference: show its sign
-                shown = " to ".join("never" if v is None else f"{v:+.3f}" if signed else _num(v, 3) for v in value)
+                shown = " to ".join("never" if v is None else f"{v:+.3f}" if signed else _num(v, 3)
+                                    for v in value)
             else:
                 shown = ("yes" if value else "NO") if isinstance(value, bool) else (
                     _num(value, 4) if isinstance(value, float) else str(value))

@@ -54,7 +54,8 @@ class BenchResult:
     reference: dict[str, Any] = field(default_factory=dict)
     targets: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    baseline_decisions: dict[str, NDArray[np.int64]] = field(default_factory=dict)  # e.g. kNN's, for intervals
+    # the baselines' test choices (e.g. kNN's), for the paired intervals
+    baseline_decisions: dict[str, NDArray[np.int64]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (the per-prompt decisions are written separately)."""

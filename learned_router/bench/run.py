@@ -112,8 +112,8 @@ def _swept(q_hat: Array, c_hat: Array, ws: Array) -> NDArray[np.int64]:
     return np.stack([R.choose(q_hat, c_hat, float(w)) for w in ws])
 
 
-def run_bench(dataset_dir: str | Path | BenchDataset, *, mode: str = "offline", points: int = 64, seed: int = 0,
-              embedder: str | Any = "minilm", progress: bool | Progress = True,
+def run_bench(dataset_dir: str | Path | BenchDataset, *, mode: str = "offline", points: int = 64,
+              seed: int = 0, embedder: str | Any = "minilm", progress: bool | Progress = True,
               cache_dir: str | Path | None = "out/cache", classifier_dir: str | Path | None = None,
               max_dim: int | None = None, embeddings: NDArray[np.float32] | None = None) -> BenchResult:
     """Benchmark the learned router against the baselines on one dataset.
