@@ -346,6 +346,32 @@ def test_a_subset_of_prompts_and_models_is_benchmarked_from_given_embeddings(tmp
     assert "apgr" in result.routers["learned (offline)"].metrics  # two models: RouteLLM's metrics too
 
 
+def test_decisions_do_not_depend_on_the_quality_scale(tmp_path: Path) -> None:
+    """The same outcomes on a 1-10 scale (quality 1 + 9q) give the same decisions in every mode and for kNN:
+    the sweep of trade-off settings and the online router's prior follow the data's scale. Before, the
+    sweep was set for [0, 1] and never reached the cheap end of a 1-10 frontier."""
+    root = _write_dataset(tmp_path / "unit", n=210, seed=5)
+    out = pd.read_parquet(root / "outcomes.parquet")
+    assert set(out["quality"]) == {0.0, 1.0}
+    scaled = tmp_path / "scaled"
+    scaled.mkdir()
+    for f in root.iterdir():
+        (scaled / f.name).write_bytes(f.read_bytes())
+    out.assign(quality=1.0 + 9.0 * out["quality"]).to_parquet(scaled / "outcomes.parquet")
+    unit, ten = (run_bench(d, mode="all", points=8, embedder=HashingEmbedder(dim=64), progress=False,
+                           cache_dir=None) for d in (root, scaled))
+    assert np.allclose(np.asarray(ten.sweep), 9.0 * np.asarray(unit.sweep))
+    for mode in ("offline", "bandit", "online"):
+        assert (ten.decisions[mode] == unit.decisions[mode]).mean() > 0.99, mode
+    assert (ten.baseline_decisions["knn"] == unit.baseline_decisions["knn"]).mean() > 0.99
+    for name in ("learned (offline)", "learned (online)", "knn", "regression"):
+        assert np.allclose(ten.routers[name].quality, 1.0 + 9.0 * np.asarray(unit.routers[name].quality),
+                           atol=0.05), name
+    # the 1-10 sweep reaches the cheapest model's cost, as the [0, 1] one does
+    cheapest = min(unit.routers[f"model:{m}"].cost[0] for m in unit.models)
+    assert min(ten.routers["learned (offline)"].cost) <= cheapest * 1.05
+
+
 def test_quality_outside_the_unit_scale_is_benchmarked_with_a_warning(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Graded quality on a 1-10 scale (the format says [0, 1]): a warning names the range, and the regression

@@ -173,9 +173,10 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
 
     quality = matrix("quality")
     if quality.size and (quality.min() < -1e-9 or quality.max() > 1 + 1e-9):
-        logger.warning("%s: quality ranges from %g to %g, outside the format's [0, 1]; the benchmark runs, "
-                       "but its sweep of trade-off settings and the online router's prior assume [0, 1] "
-                       "(rescale the column for comparable results)", root, quality.min(), quality.max())
+        logger.warning("%s: quality ranges from %g to %g, outside the format's [0, 1]; the benchmark runs on "
+                       "the data's own scale (the sweep of trade-off settings and the online router's prior "
+                       "are scaled to it), but its figures are not comparable with [0, 1] datasets",
+                       root, quality.min(), quality.max())
 
     def per_model(key: str) -> NDArray[np.float64]:
         return np.array([float(catalogue[m].get(key, 0.0)) for m in models])

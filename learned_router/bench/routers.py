@@ -22,6 +22,7 @@ __all__ = [
     "choose",
     "knn_quality",
     "predicted_cost_per_1k",
+    "quality_range",
     "regression_quality",
     "rule_choices",
     "select_knn_k",
@@ -144,29 +145,44 @@ def select_knn_k(train_emb: NDArray[np.float32], train_quality: Array,
 
 
 # ---------------------------------------------------------------------- regression
+def quality_range(quality: Array) -> tuple[float, float]:
+    """The quality scale the sweep and the online prior are set on, as (low end, span): the format's [0, 1]
+    for data inside it (benchmarked as it always was), else the train outcomes' own range. A 1-10 scale then
+    gives (1, 9), and every router decides as on the same data mapped to [0, 1] (the fits are
+    affine-equivariant and the trade-off weights scale with the span)."""
+    if quality.size == 0:
+        return 0.0, 1.0
+    low, high = float(quality.min()), float(quality.max())
+    if low >= -1e-9 and high <= 1 + 1e-9:
+        return 0.0, 1.0
+    return low, max(high - low, 1e-12)
+
+
 def regression_quality(train_emb: NDArray[np.float32], train_tokens: Array, train_quality: Array,
                        test_emb: NDArray[np.float32], test_tokens: Array) -> Array:
-    """Per-model regression on [embedding, log prompt length]: logistic regression for 0/1 quality, ridge
-    (alpha by generalised cross-validation) otherwise. Shape (n_test, K)."""
+    """Per-model regression on [embedding, log prompt length]: logistic regression for pass/fail quality
+    (two values, 0/1 or another pair), ridge (alpha by generalised cross-validation) otherwise.
+    Shape (n_test, K)."""
     from sklearn.linear_model import LogisticRegression, RidgeCV
 
     def feats(emb: NDArray[np.float32], tok: Array) -> Array:
         return np.hstack([emb.astype(np.float64), np.log1p(tok)[:, None] / 8.0])
 
     Xtr, Xte = feats(train_emb, train_tokens), feats(test_emb, test_tokens)
-    binary = bool(np.isin(train_quality, (0.0, 1.0)).all())
-    if not binary:
+    values = np.unique(train_quality)
+    if len(values) > 2:
         model = RidgeCV(alphas=np.logspace(-2, 3, 11)).fit(Xtr, train_quality)
-        # clipped to the quality scale: [0, 1] by the format, wider when the data's own values are
-        return np.clip(model.predict(Xte), min(0.0, train_quality.min()), max(1.0, train_quality.max()))
+        low, span = quality_range(train_quality)
+        return np.clip(model.predict(Xte), low, low + span)
+    fail, passed = values[0], values[-1]
     out = np.empty((len(Xte), train_quality.shape[1]))
     for a in range(train_quality.shape[1]):
         y = train_quality[:, a]
         if y.min() == y.max():
             out[:, a] = y[0]
             continue
-        clf = LogisticRegression(C=1.0, max_iter=300, tol=1e-3).fit(Xtr, y.astype(int))
-        out[:, a] = clf.predict_proba(Xte)[:, 1]
+        clf = LogisticRegression(C=1.0, max_iter=300, tol=1e-3).fit(Xtr, (y == passed).astype(int))
+        out[:, a] = fail + (passed - fail) * clf.predict_proba(Xte)[:, 1]
     return out
 
 

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 MODES = ("offline", "bandit", "online")
 # The online router learns from nothing: a small context, a prior worth a few observations, and posterior
-# draws narrower than the Bernoulli noise so that exploring many arms does not cost too much.
+# draws narrower than the Bernoulli noise so that exploring many arms does not cost too much. The prior and
+# the draw scale are in units of the quality range (``routers.quality_range``): 0.5 is its middle.
 ONLINE = {"n_components": 16, "alpha": 5.0, "scale": 0.15, "prior": 0.5}
 Array = NDArray[np.float64]
 Progress = Callable[[str, float], None]
@@ -172,7 +173,9 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     tokens = R.TokenModel().fit_full(X_base[tr], data.output_tokens[tr])
     c_hat = R.predicted_cost_per_1k(data, te, tokens.predict(X_base[te]))
     c_hat_tr = R.predicted_cost_per_1k(data, tr, tokens.predict(X_base[tr]))
-    ws = sweep_weights(c_hat_tr.mean(axis=0), points)
+    q_low, q_span = R.quality_range(Q_tr)
+    ws = sweep_weights(c_hat_tr.mean(axis=0), points) * q_span
+    online = {**ONLINE, "prior": q_low + ONLINE["prior"] * q_span, "scale": ONLINE["scale"] * q_span}
 
     curves: dict[str, RouterCurve] = {}
     priors = Q_tr.mean(axis=0)
@@ -232,13 +235,13 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
             mid = len(ws) // 2
             for p, w in enumerate(ws):
                 run = run_online(data, X, tr, te, float(w), seed=seed + p, record_curve=p == mid,
-                                 alpha=ONLINE["alpha"], scale=ONLINE["scale"], prior=ONLINE["prior"])
+                                 alpha=online["alpha"], scale=online["scale"], prior=online["prior"])
                 rows.append(run.test_choices)
                 if run.curve:
                     online_curve = run.curve
                 report(f"learned ({m})", (p + 1) / len(ws))
             choices = np.stack(rows)
-            hyper[m] = dict(ONLINE)
+            hyper[m] = dict(online)
         name = f"learned ({m})"
         curves[name] = RouterCurve(name, "learned", ws.tolist(), *_points(choices, data, te))
         decisions[m] = choices
