@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="prior precision of the per-arm models (default: chosen by cross-validation)")
     p.add_argument("--max-dim", type=int, default=45,
                    help="widest context vector the policy may use; route() cost grows with its square "
-                        "(45 dims route in about 45 µs)")
+                        "(45 dims route in 30-45 µs)")
     p.add_argument("--scale", type=float, default=0.3, help="exploration scale of Thompson draws")
     p.add_argument("--n-draws", type=int, default=500, help="Monte-Carlo draws for target propensities")
     trk = p.add_argument_group("tracking")
