@@ -23,7 +23,7 @@ from learned_router.errors import RouterError
 from learned_router.protocols import Embedder
 from learned_router.types import ChatRequest
 
-__all__ = ["BenchDataset", "cached_embeddings", "load_dataset"]
+__all__ = ["BenchDataset", "cached_embeddings", "load_dataset", "quality_range"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,19 @@ class BenchDataset:
         """A hash of the prompt ids in order: the key of the embedding cache."""
         h = hashlib.sha256("\n".join(self.prompt_ids.tolist()).encode()).hexdigest()
         return h[:16]
+
+
+def quality_range(quality: NDArray[np.float64]) -> tuple[float, float]:
+    """The quality scale the sweep and the online prior are set on, as (low end, span): the format's [0, 1]
+    for data inside it (benchmarked as it always was), else the train outcomes' own range. A 1-10 scale then
+    gives (1, 9), and every router decides as on the same data mapped to [0, 1] (the fits are
+    affine-equivariant and the trade-off weights scale with the span)."""
+    if quality.size == 0:
+        return 0.0, 1.0
+    low, high = float(quality.min()), float(quality.max())
+    if low >= -1e-9 and high <= 1 + 1e-9:
+        return 0.0, 1.0
+    return low, max(high - low, 1e-12)
 
 
 def _prompt_text(raw: str) -> str:
@@ -172,7 +185,7 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         return out
 
     quality = matrix("quality")
-    if quality.size and (quality.min() < -1e-9 or quality.max() > 1 + 1e-9):
+    if quality_range(quality) != (0.0, 1.0):
         logger.warning("%s: quality ranges from %g to %g, outside the format's [0, 1]; the benchmark runs on "
                        "the data's own scale (the sweep of trade-off settings and the online router's prior "
                        "are scaled to it), but its figures are not comparable with [0, 1] datasets",

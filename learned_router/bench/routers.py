@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from learned_router.bench.dataset import BenchDataset
+from learned_router.bench.dataset import BenchDataset, quality_range
 from learned_router.strategies.selection import cv_folds
 
 __all__ = [
@@ -22,7 +22,6 @@ __all__ = [
     "choose",
     "knn_quality",
     "predicted_cost_per_1k",
-    "quality_range",
     "regression_quality",
     "rule_choices",
     "select_knn_k",
@@ -145,19 +144,6 @@ def select_knn_k(train_emb: NDArray[np.float32], train_quality: Array,
 
 
 # ---------------------------------------------------------------------- regression
-def quality_range(quality: Array) -> tuple[float, float]:
-    """The quality scale the sweep and the online prior are set on, as (low end, span): the format's [0, 1]
-    for data inside it (benchmarked as it always was), else the train outcomes' own range. A 1-10 scale then
-    gives (1, 9), and every router decides as on the same data mapped to [0, 1] (the fits are
-    affine-equivariant and the trade-off weights scale with the span)."""
-    if quality.size == 0:
-        return 0.0, 1.0
-    low, high = float(quality.min()), float(quality.max())
-    if low >= -1e-9 and high <= 1 + 1e-9:
-        return 0.0, 1.0
-    return low, max(high - low, 1e-12)
-
-
 def regression_quality(train_emb: NDArray[np.float32], train_tokens: Array, train_quality: Array,
                        test_emb: NDArray[np.float32], test_tokens: Array) -> Array:
     """Per-model regression on [embedding, log prompt length]: logistic regression for pass/fail quality

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 
 from learned_router.bench import learned as learned_mod
 from learned_router.bench import routers as R
-from learned_router.bench.dataset import BenchDataset, cached_embeddings, load_dataset
+from learned_router.bench.dataset import BenchDataset, cached_embeddings, load_dataset, quality_range
 from learned_router.bench.online import online_transform, run_online
 from learned_router.bench.result import BenchResult, RouterCurve, summarise
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 MODES = ("offline", "bandit", "online")
 # The online router learns from nothing: a small context, a prior worth a few observations, and posterior
 # draws narrower than the Bernoulli noise so that exploring many arms does not cost too much. The prior and
-# the draw scale are in units of the quality range (``routers.quality_range``): 0.5 is its middle.
+# the draw scale are in units of the quality range (``dataset.quality_range``): 0.5 is its middle.
 ONLINE = {"n_components": 16, "alpha": 5.0, "scale": 0.15, "prior": 0.5}
 Array = NDArray[np.float64]
 Progress = Callable[[str, float], None]
@@ -173,7 +173,7 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     tokens = R.TokenModel().fit_full(X_base[tr], data.output_tokens[tr])
     c_hat = R.predicted_cost_per_1k(data, te, tokens.predict(X_base[te]))
     c_hat_tr = R.predicted_cost_per_1k(data, tr, tokens.predict(X_base[tr]))
-    q_low, q_span = R.quality_range(Q_tr)
+    q_low, q_span = quality_range(Q_tr)
     ws = sweep_weights(c_hat_tr.mean(axis=0), points) * q_span
     online = {**ONLINE, "prior": q_low + ONLINE["prior"] * q_span, "scale": ONLINE["scale"] * q_span}
 
