@@ -62,36 +62,33 @@ def affine_softmax(coef, intercept, inv_temperature, x, out):  # type: ignore[no
 
 
 @_jit
-def context_vector(proj, offset, embedding, n_pca, block, cluster_mean, tasks, task_mean, length, out):  # type: ignore[no-untyped-def]
+def context_vector(proj, offset, embedding, n_pca, cluster_mean, tasks, task_mean, length, out):  # type: ignore[no-untyped-def]
     """Fill ``out`` (float64, ``2 + rows(proj) + len(tasks)``) with ``[1, pca, clusters, tasks, length]``.
 
     ``proj`` (float32, rows × D) stacks the whitened PCA rows and the centroid rows divided by the
-    temperature; ``offset`` (rows) centres the PCA block. The cluster rows form partitions of ``block``
-    centroids each; each partition's memberships are a softmax over its rows, minus ``cluster_mean``; the
-    task block is ``tasks - task_mean``; ``length`` is the standardised log length."""
+    temperature; ``offset`` (rows) centres the PCA block. The cluster block is a softmax over its rows
+    minus ``cluster_mean``; the task block is ``tasks - task_mean``; ``length`` is the standardised log
+    length."""
     rows = proj.shape[0]
     width = embedding.shape[0]
     out[0] = 1.0
+    zmax = -np.inf
     for i in range(rows):
         acc = np.float32(0.0)
         for j in range(width):
             acc += proj[i, j] * embedding[j]
-        out[1 + i] = acc - offset[i]
-    start = n_pca
-    while block > 0 and start < rows:
-        stop = min(start + block, rows)
-        zmax = -np.inf
-        for i in range(start, stop):
-            if out[1 + i] > zmax:
-                zmax = out[1 + i]
+        z = acc - offset[i]
+        out[1 + i] = z
+        if i >= n_pca and z > zmax:
+            zmax = z
+    if rows > n_pca:
         total = 0.0
-        for i in range(start, stop):
+        for i in range(n_pca, rows):
             v = math.exp(out[1 + i] - zmax)
             out[1 + i] = v
             total += v
-        for i in range(start, stop):
+        for i in range(n_pca, rows):
             out[1 + i] = out[1 + i] / total - cluster_mean[i - n_pca]
-        start = stop
     for i in range(tasks.shape[0]):
         out[1 + rows + i] = tasks[i] - task_mean[i]
     out[1 + rows + tasks.shape[0]] = length
@@ -183,8 +180,8 @@ def warm_up() -> None:
     f32, f64 = np.float32, np.float64
     out = np.empty(5)
     affine_softmax(np.zeros((2, 3), f32), np.zeros(2, f32), 1.0, np.zeros(3, f32), out[:2])
-    context_vector(np.zeros((2, 3), f32), np.zeros(2), np.zeros(3, f32), 1, 1, np.zeros(1), np.zeros(1),
-                   np.zeros(1), 0.0, out)
+    context_vector(np.zeros((2, 3), f32), np.zeros(2), np.zeros(3, f32), 1, np.zeros(1), np.zeros(1), np.zeros(1),
+                   0.0, out)
     k = 2
     sample_utilities(out, np.zeros((k, 5)), np.zeros((k, 5, 5)), np.arange(k, dtype=np.int64), np.zeros(k),
                      1.0, 0.25, 1.0, np.zeros(k), np.zeros((3, k)), 3, 0.5, True, np.empty(k), np.empty(k),

@@ -327,7 +327,6 @@ def _summary(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     from learned_router.reporting import table_console
-    from learned_router.strategies.context import CLUSTER_PARTITIONS
 
     con = table_console()
     table = Table(title=f"Off-policy estimates on {report['n_holdout']} held-out decisions (95% intervals)")
@@ -346,8 +345,7 @@ def _summary(report: dict[str, Any]) -> None:
     h = report["hyperparameters"]
     how = ("as given" if h["chosen_by"] == "arguments" else f"chosen by {h['chosen_by']}"
            + ("" if h["cv_value"] is None else f", held-out value of its decisions {h['cv_value']:.4f}"))
-    clusters = f"{CLUSTER_PARTITIONS} × {h['n_clusters']}" if h["n_clusters"] else "0"
-    con.print(f"policy: {h['n_components']} PCA components, {clusters} clusters, {h['dim']} dimensions, "
+    con.print(f"policy: {h['n_components']} PCA components, {h['n_clusters']} clusters, {h['dim']} dimensions, "
               f"prior precision {h['alpha']:g} ({how})")
     promo = report["promotion"]
     con.print(f"version {report['version']} ({report['n_decisions']} decisions, {report['elapsed_s']} s): "

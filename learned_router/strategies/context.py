@@ -6,10 +6,7 @@
   coefficient carries an arm's average quality and the arm's quality prior sits on it;
 * PCA keeps ``n_components`` directions of the L2-normalised embedding (optionally whitened);
 * ``n_clusters`` centroids from spherical k-means give soft memberships ``softmax(cos(e, c_j) / temperature)``,
-  a non-linear feature that lets a linear model follow topic-level differences between models. There are
-  ``n_partitions`` such partitions (k-means from different seeds), each with its own softmax: one partition's
-  boundaries fall where its seeds put them, and a prompt near one is split arbitrarily; several partitions
-  average that arbitrariness out (bagging, for the price of ``n_partitions`` times the membership columns);
+  a non-linear feature that lets a linear model follow topic-level differences between models;
 * task probabilities come from the task classifier (columns in ``task_labels`` order);
 * the log prompt length is standardised.
 """
@@ -25,10 +22,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from learned_router.errors import NotFittedError, PolicyStateError
 
-__all__ = ["CLUSTER_PARTITIONS", "ContextTransform", "spherical_kmeans"]
+__all__ = ["ContextTransform", "spherical_kmeans"]
 
 _VERSION = 1
-CLUSTER_PARTITIONS = 3  # k-means partitions of the cluster features (see the module docstring)
 Array = NDArray[np.float64]
 
 
@@ -56,20 +52,14 @@ class ContextTransform:
         n_components: PCA dimensions kept from the embedding (0 drops them).
         whiten: scale each component to unit variance on the training data.
         task_labels: the task classes, in the order of the task-probability columns (empty: no task feature).
-        n_clusters: soft cluster-membership features per partition (0: none).
-        n_partitions: independent k-means partitions (seeds ``seed``, ``seed + 1``, ...), each giving
-            ``n_clusters`` memberships that sum to one.
+        n_clusters: soft cluster-membership features (0: none).
         temperature: softmax temperature of the cluster memberships (cosine units).
         seed: seed of the k-means initialisation.
     """
 
     def __init__(self, n_components: int = 48, *, whiten: bool = False, task_labels: Sequence[str] = (),
-                 n_clusters: int = 0, n_partitions: int = CLUSTER_PARTITIONS, temperature: float = 0.05,
-                 seed: int = 0) -> None:
-        if n_partitions < 1:
-            raise ValueError(f"n_partitions must be at least 1, got {n_partitions}")
+                 n_clusters: int = 0, temperature: float = 0.05, seed: int = 0) -> None:
         self.n_components = int(n_components)
-        self.n_partitions = int(n_partitions)
         self.whiten = bool(whiten)
         self.task_labels = tuple(str(t) for t in task_labels)
         self.n_clusters = int(n_clusters)
@@ -101,8 +91,7 @@ class ContextTransform:
             self.components_ = np.zeros((0, E.shape[1]))
             self.scales_ = np.zeros(0)
         if self.n_clusters > 0 and len(E) > self.n_clusters:
-            self.centroids_ = np.vstack([spherical_kmeans(E, self.n_clusters, seed=self.seed + s)
-                                         for s in range(self.n_partitions)])
+            self.centroids_ = spherical_kmeans(E, self.n_clusters, seed=self.seed)
             self.cluster_mean_ = np.zeros(self.centroids_.shape[0])
             self.cluster_mean_ = self._memberships(E).mean(axis=0)
         else:
@@ -120,10 +109,9 @@ class ContextTransform:
     def _memberships(self, E: Array) -> Array:
         if self.centroids_.shape[0] == 0:
             return np.zeros((len(E), 0))
-        k = self.centroids_.shape[0]
-        S = ((E @ self.centroids_.T) / self.temperature).reshape(len(E), self.n_partitions, -1)
-        S = np.exp(S - S.max(axis=2, keepdims=True))
-        return (S / S.sum(axis=2, keepdims=True)).reshape(len(E), k) - self.cluster_mean_
+        S = (E @ self.centroids_.T) / self.temperature
+        S = np.exp(S - S.max(axis=1, keepdims=True))
+        return S / S.sum(axis=1, keepdims=True) - self.cluster_mean_
 
     def _task_matrix(self, task_probs: ArrayLike | None, n: int) -> Array:
         if not self.task_labels:
@@ -160,7 +148,6 @@ class ContextTransform:
         self._mean32 = np.ascontiguousarray(self.mean_, dtype=np.float32)
         self.task_mean_ = np.ascontiguousarray(self.task_mean_, dtype=np.float64)
         self.cluster_mean_ = np.ascontiguousarray(self.cluster_mean_, dtype=np.float64)
-        self._block = self.centroids_.shape[0] // self.n_partitions  # memberships per softmax
         self._kernel: Any = None  # compiled on the first transform_one: batch users (training) never need it
 
     def transform_one(self, embedding: ArrayLike | None, input_tokens: int,
@@ -191,8 +178,8 @@ class ContextTransform:
 
             _kernels.warm_up()
             kernel = self._kernel = _kernels.context_vector
-        kernel(self.proj_, self.offset_, e, self.components_.shape[0], self._block, self.cluster_mean_, tasks,
-               self.task_mean_, length, out)
+        kernel(self.proj_, self.offset_, e, self.components_.shape[0], self.cluster_mean_, tasks, self.task_mean_,
+               length, out)
         return out
 
     def to_state(self) -> dict[str, Any]:
@@ -201,8 +188,7 @@ class ContextTransform:
             "whiten": self.whiten, "task_labels": list(self.task_labels), "mean": self.mean_.tolist(),
             "components": self.components_.tolist(), "scales": self.scales_.tolist(),
             "len_mean": self.len_mean_, "len_sd": self.len_sd_, "task_mean": self.task_mean_.tolist(),
-            "n_clusters": self.n_clusters, "n_partitions": self.n_partitions, "temperature": self.temperature,
-            "seed": self.seed,
+            "n_clusters": self.n_clusters, "temperature": self.temperature, "seed": self.seed,
             "centroids": self.centroids_.tolist(), "cluster_mean": self.cluster_mean_.tolist(),
         }
 
@@ -214,9 +200,7 @@ class ContextTransform:
             raise PolicyStateError("not a context transform state of a supported version")
         try:
             t = cls(int(state["n_components"]), whiten=bool(state["whiten"]), task_labels=state["task_labels"],
-                    n_clusters=int(state.get("n_clusters", 0)),
-                    n_partitions=int(state.get("n_partitions", 1)),  # states saved before partitions: one
-                    temperature=float(state.get("temperature", 0.05)),
+                    n_clusters=int(state.get("n_clusters", 0)), temperature=float(state.get("temperature", 0.05)),
                     seed=int(state.get("seed", 0)))
             t.mean_ = np.asarray(state["mean"], dtype=np.float64)
             d = len(t.mean_)
@@ -230,8 +214,7 @@ class ContextTransform:
         except (KeyError, TypeError, ValueError) as exc:
             raise PolicyStateError(f"corrupt context transform state: {exc}") from exc
         if (t.scales_.shape != (t.components_.shape[0],) or t.task_mean_.shape != (len(t.task_labels),)
-                or t.cluster_mean_.shape != (t.centroids_.shape[0],)
-                or t.centroids_.shape[0] % t.n_partitions):
+                or t.cluster_mean_.shape != (t.centroids_.shape[0],)):
             raise PolicyStateError("inconsistent context transform shapes")
         arrays = (t.mean_, t.components_, t.scales_, t.task_mean_, t.centroids_, t.cluster_mean_)
         if not all(np.isfinite(a).all() for a in arrays) or not t.len_sd_ > 0 or not t.temperature > 0:

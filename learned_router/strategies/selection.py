@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from learned_router.strategies.context import CLUSTER_PARTITIONS, ContextTransform
+from learned_router.strategies.context import ContextTransform
 
 __all__ = ["ALPHA_GRID", "CLUSTERS_GRID", "COMPONENTS_GRID", "LoggedValue", "Selection", "TrainInputs", "cv_folds",
            "select"]
@@ -125,7 +125,7 @@ def select(inputs: TrainInputs, rewards: Array, priors: Array, *, arms: NDArray[
     fixed = 2 + len(inputs.task_labels)
     grid = [(nc, ncl) for nc in _grid(n, inputs.embeddings.shape[1], components)
             for ncl in sorted({c for c in clusters if c == 0 or c < n // 4})
-            if max_dim is None or fixed + nc + ncl * CLUSTER_PARTITIONS <= max_dim]
+            if max_dim is None or fixed + nc + ncl <= max_dim]
     if not grid:
         smallest = fixed + min(_grid(n, inputs.embeddings.shape[1], components))
         raise ValueError(f"max_dim {max_dim} is below the narrowest context the learned router can use "
