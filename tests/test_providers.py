@@ -36,6 +36,7 @@ def _timeout(mode: str) -> float:
     that a loaded machine's slow loopback connect cannot turn the expected error into a timeout."""
     return TIMEOUT_S if mode == "timeout" else 5.0
 
+
 # mode → (error class, status code, retryable)
 FAILURES = {
     "error500": (ProviderUnavailable, 500, True),
