@@ -23,6 +23,8 @@ from learned_router.bench import routers as R
 from learned_router.bench.dataset import BenchDataset, cached_embeddings, load_dataset, quality_range
 from learned_router.bench.online import online_transform, run_online
 from learned_router.bench.result import BenchResult, RouterCurve, summarise
+from learned_router.bench.task_features import dataset_task_probs
+from learned_router.strategies.selection import COMPONENTS_GRID
 
 __all__ = ["MODES", "make_embedder", "run_bench", "sweep_weights"]
 
@@ -161,9 +163,21 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     tr, te = np.nonzero(data.is_train)[0], np.nonzero(~data.is_train)[0]
     if len(tr) < 4 or len(te) < 1:
         raise ValueError("the dataset needs at least 4 train and 1 test prompts")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    report("task features", 0.0)
+    P, ds_labels = dataset_task_probs(E, data.tasks, tr, seed=seed)
+    narrowest = 2 + len(labels) + len(ds_labels) + min(COMPONENTS_GRID)  # as selection.select counts
+    if P is not None and max_dim is not None and narrowest > max_dim:
+        log.info("the dataset's %d task classes do not fit in max_dim %d: left out", len(ds_labels), max_dim)
+        P, ds_labels = None, ()
+    if P is not None:  # the learned router also reads the dataset's own task labels (bench/task_features.py)
+        T = P if T is None else np.hstack([T, P])
+        labels = (*labels, *(f"dataset:{c}" for c in ds_labels))
+    timings["task_features_s"] = time.perf_counter() - t0
+    report("task features", 1.0)
     inputs = learned_mod.TrainInputs(E, data.input_tokens, T, labels)
     Q_tr, Q_te = data.quality[tr], data.quality[te]
-    timings: dict[str, float] = {}
 
     # shared cost prediction for the baselines: tokens per model from the train split
     report("baselines", 0.0)
@@ -210,7 +224,7 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
 
     decisions: dict[str, NDArray[np.int64]] = {}
     online_curve: dict[str, list[float]] = {}
-    hyper: dict[str, Any] = {"knn_k": k}
+    hyper: dict[str, Any] = {"knn_k": k, "dataset_task_classes": list(ds_labels)}
     for m in modes:
         t0 = time.perf_counter()
         report(f"learned ({m})", 0.0)
