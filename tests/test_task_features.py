@@ -10,6 +10,7 @@ import pytest
 from test_bench import _write_dataset
 
 from learned_router.bench import run_bench
+from learned_router.bench.dataset import NO_TASK
 from learned_router.bench.task_features import MIN_PER_CLASS, dataset_task_probs
 from learned_router.classifier import TaskClassifier
 from learned_router.embedders import HashingEmbedder
@@ -46,6 +47,19 @@ def test_rare_labels_are_pooled_and_held_out_prompts_are_classified_from_their_e
     test = np.setdiff1d(np.arange(300), train)
     pooled = np.where(tasks == "rare", "(other)", tasks)
     assert (np.array(classes)[P[test].argmax(axis=1)] == pooled[test]).mean() > 0.95
+
+
+def test_prompts_without_a_label_are_classified_not_learned_from() -> None:
+    rng = np.random.default_rng(3)
+    centres = _unit(rng, 2, 32)
+    y_idx = rng.integers(0, 2, 200)
+    E = centres[y_idx] + 0.05 * rng.normal(size=(200, 32)).astype(np.float32)
+    tasks = np.where(np.arange(200) % 2 == 0, np.array(["code", "law"])[y_idx], NO_TASK)
+    P, classes = dataset_task_probs(E, tasks, np.arange(150))
+    assert classes == ("code", "law")  # the missing label is not a class
+    unlabelled = np.nonzero(tasks == NO_TASK)[0]
+    np.testing.assert_allclose(P[unlabelled].sum(axis=1), 1.0, atol=1e-6)
+    assert (P[unlabelled].argmax(axis=1) == y_idx[unlabelled]).mean() > 0.95
 
 
 def test_train_rows_get_out_of_fold_probabilities_not_memorised_ones() -> None:

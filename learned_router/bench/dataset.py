@@ -23,11 +23,14 @@ from learned_router.errors import RouterError
 from learned_router.protocols import Embedder
 from learned_router.types import ChatRequest
 
-__all__ = ["BenchDataset", "cached_embeddings", "load_dataset", "quality_range"]
+__all__ = ["NO_TASK", "BenchDataset", "cached_embeddings", "load_dataset", "quality_range"]
 
 logger = logging.getLogger(__name__)
 
-_PROMPT_COLUMNS = ("prompt_id", "prompt", "split")  # ``task`` is optional: the router never reads it
+NO_TASK = "unknown"
+"""The task of a prompt whose dataset gives none (no ``task`` column, or an empty cell)."""
+
+_PROMPT_COLUMNS = ("prompt_id", "prompt", "split")  # ``task`` is optional; no test prompt's task is read
 _OUTCOME_COLUMNS = ("prompt_id", "model", "quality", "cost_usd", "output_tokens", "latency_s")
 _MODEL_KEYS = ("price_in_per_mtok", "price_out_per_mtok", "ttft_s", "output_tokens_per_s")
 
@@ -198,8 +201,8 @@ def load_dataset(dataset_dir: str | Path) -> BenchDataset:
         name=str(meta.get("name") or root.name),
         prompt_ids=ids,
         prompts=[_prompt_text(p) for p in prompts["prompt"].fillna("").astype(str)],  # missing: empty
-        tasks=(prompts["task"].fillna("unknown").astype(str).to_numpy() if "task" in prompts.columns
-               else np.full(len(ids), "unknown")),
+        tasks=(prompts["task"].fillna(NO_TASK).astype(str).to_numpy() if "task" in prompts.columns
+               else np.full(len(ids), NO_TASK)),
         is_train=(prompts["split"] == "train").to_numpy(),
         models=models,
         quality=quality,

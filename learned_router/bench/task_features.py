@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from learned_router.bench.dataset import NO_TASK
 from learned_router.classifier import TaskClassifier
 from learned_router.strategies.selection import cv_folds
 
@@ -41,9 +42,10 @@ def dataset_task_probs(
 
     Returns (probabilities (n, C), class names), or (None, ()) when the train split has fewer than two labels
     with at least :data:`MIN_PER_CLASS` prompts each (no task column, one task, or a label per prompt).
-    Train rows get ``n_folds``-fold out-of-fold probabilities; every other row those of a classifier fitted
-    on the whole train split.
+    Labelled train rows get ``n_folds``-fold out-of-fold probabilities; every other row (test prompts, and
+    train prompts without a label) those of a classifier fitted on all the labelled train rows.
     """
+    train_rows = train_rows[np.asarray(tasks[train_rows]).astype(str) != NO_TASK]  # learn from labelled rows
     y = np.asarray(tasks[train_rows]).astype(str)
     labels, counts = np.unique(y, return_counts=True)
     frequent = labels[counts >= MIN_PER_CLASS]
