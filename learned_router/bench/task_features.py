@@ -2,9 +2,10 @@
 
 A dataset may label each prompt with its source's category (MMLU's 57 subjects, MMLU-Pro's 14 domains). The
 shipped task classifier knows a coarser taxonomy (code, math, knowledge QA...), and which model wins often
-changes from one fine category to the next. So the benchmark does what ``training/train_classifier.py`` does
-with logged traffic that carries task labels: it fits a :class:`~learned_router.classifier.TaskClassifier`
-on the train prompts' embeddings and labels, and the learned router reads its probabilities as context.
+changes from one fine category to the next. So the benchmark does what ``learned-router train`` does with
+logged traffic that carries task labels (``training/fitting.py``): it fits a
+:class:`~learned_router.classifier.TaskClassifier` on the train prompts' embeddings and labels, and the
+learned router reads its probabilities as context.
 Only the prompt is needed to predict them, so routing a test prompt never reads its label.
 
 The train rows get out-of-fold probabilities (each from a classifier that did not see that row), so that the
