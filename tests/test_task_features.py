@@ -99,3 +99,16 @@ def test_the_bench_without_usable_labels_records_none(tmp_path: Path, column: st
     result = run_bench(root, mode="offline", points=3, embedder=HashingEmbedder(dim=32), progress=False,
                        cache_dir=None)
     assert result.hyperparameters["dataset_task_classes"] == []
+
+
+def test_task_classes_that_do_not_fit_max_dim_are_left_out(tmp_path: Path) -> None:
+    root = _write_dataset(tmp_path / "narrow", n=150)
+    kwargs = {"mode": "offline", "points": 3, "embedder": HashingEmbedder(dim=32), "progress": False,
+              "cache_dir": None}
+    # bias + length + 3 task classes + the fewest PCA components (16) = 21 dimensions
+    wide_enough = run_bench(root, max_dim=21, **kwargs)
+    assert wide_enough.hyperparameters["dataset_task_classes"] == ["easy", "hard", "medium"]
+    assert wide_enough.hyperparameters["offline"]["dim"] == 21
+    too_narrow = run_bench(root, max_dim=20, **kwargs)
+    assert too_narrow.hyperparameters["dataset_task_classes"] == []
+    assert too_narrow.hyperparameters["offline"]["dim"] <= 20

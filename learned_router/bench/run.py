@@ -24,7 +24,7 @@ from learned_router.bench.dataset import BenchDataset, cached_embeddings, load_d
 from learned_router.bench.online import online_transform, run_online
 from learned_router.bench.result import BenchResult, RouterCurve, summarise
 from learned_router.bench.task_features import dataset_task_probs
-from learned_router.strategies.selection import COMPONENTS_GRID
+from learned_router.strategies.selection import narrowest_context
 
 __all__ = ["MODES", "make_embedder", "run_bench", "sweep_weights"]
 
@@ -167,8 +167,8 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     t0 = time.perf_counter()
     report("task features", 0.0)
     P, ds_labels = dataset_task_probs(E, data.tasks, tr, seed=seed)
-    narrowest = 2 + len(labels) + len(ds_labels) + min(COMPONENTS_GRID)  # as selection.select counts
-    if P is not None and max_dim is not None and narrowest > max_dim:
+    fits = max_dim is None or narrowest_context(len(tr), E.shape[1], len(labels) + len(ds_labels)) <= max_dim
+    if P is not None and not fits:
         log.info("the dataset's %d task classes do not fit in max_dim %d: left out", len(ds_labels), max_dim)
         P, ds_labels = None, ()
     if P is not None:  # the learned router also reads the dataset's own task labels (bench/task_features.py)

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from learned_router.strategies.context import ContextTransform
 
 __all__ = ["ALPHA_GRID", "CLUSTERS_GRID", "COMPONENTS_GRID", "LoggedValue", "Selection", "TrainInputs", "cv_folds",
-           "select"]
+           "narrowest_context", "select"]
 
 Array = NDArray[np.float64]
 
@@ -99,6 +99,13 @@ def _grid(n: int, dim: int, components: Sequence[int]) -> list[int]:
     return sorted({min(c, dim, max(n - 2, 1)) for c in components})
 
 
+def narrowest_context(n_rows: int, embed_dim: int, n_tasks: int,
+                      components: Sequence[int] = COMPONENTS_GRID) -> int:
+    """The narrowest context :func:`select` can choose: the bias, the length, ``n_tasks`` task probabilities
+    and the fewest PCA components (no clusters)."""
+    return 2 + n_tasks + min(_grid(n_rows, embed_dim, components))
+
+
 def select(inputs: TrainInputs, rewards: Array, priors: Array, *, arms: NDArray[np.int64] | None = None,
            weights: Array | None = None, components: Sequence[int] = COMPONENTS_GRID,
            clusters: Sequence[int] = CLUSTERS_GRID, alphas: Sequence[float] = ALPHA_GRID, n_folds: int = 3,
@@ -127,7 +134,7 @@ def select(inputs: TrainInputs, rewards: Array, priors: Array, *, arms: NDArray[
             for ncl in sorted({c for c in clusters if c == 0 or c < n // 4})
             if max_dim is None or fixed + nc + ncl <= max_dim]
     if not grid:
-        smallest = fixed + min(_grid(n, inputs.embeddings.shape[1], components))
+        smallest = narrowest_context(n, inputs.embeddings.shape[1], len(inputs.task_labels), components)
         raise ValueError(f"max_dim {max_dim} is below the narrowest context the learned router can use "
                          f"({smallest} dimensions)")
     err = np.zeros((len(grid), len(alphas)))
