@@ -5,6 +5,7 @@ policy folder, or an MLflow registry URI (``models:/learned-router@champion``)."
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from learned_router.errors import ConfigError
 __all__ = ["ModelFiles", "resolve_model"]
 
 POLICY_STATE = "policy_state.json"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,8 @@ def resolve_model(path: str, *, tracking_uri: str | None = None, key: str = "rou
         return resolve_model(str(p / str(version)), key=key)
     if (p / "policy" / POLICY_STATE).is_file():
         classifier = p / "classifier"
-        return ModelFiles(p / "policy", classifier if classifier.is_dir() else None, p)
+        usable = classifier.is_dir() and _policy_reads(classifier, p / "policy")
+        return ModelFiles(p / "policy", classifier if usable else None, p)
     if (p / POLICY_STATE).is_file():
         return ModelFiles(p, None, p)
     # Not a usable model: the learned policy reports the problem and the rules route (never a failed request).
@@ -69,3 +73,23 @@ def resolve_model(path: str, *, tracking_uri: str | None = None, key: str = "rou
             f"{p} has no champion: training promoted none of its versions ({', '.join(versions)}); serve a "
             f"version folder such as {p / versions[-1]} to use it anyway"))
     return ModelFiles(p, None, p)
+
+
+def _policy_reads(classifier: Path, policy: Path) -> bool:
+    """Whether the policy's task features are all classes of the refitted classifier beside it.
+
+    Training fits the policy on the task probabilities logged with each decision (usually from the shipped
+    classifier) and refits the classifier on the logged task labels, which may be fewer classes. Served with
+    that classifier, such a policy would read zeros for every class it lacks; the router then keeps the
+    classifier the logs came from. Unreadable files pass here: loading them reports the problem."""
+    try:
+        classes = {str(c) for c in json.loads((classifier / "manifest.json").read_text())["labels"]}
+        transform = json.loads((policy / POLICY_STATE).read_text()).get("transform") or {}
+        wanted = {str(t) for t in transform.get("task_labels") or ()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
+    if wanted <= classes:
+        return True
+    log.warning("%s is not used: the policy in %s reads task classes it does not predict (%s); the shipped "
+                "classifier serves instead", classifier, policy, ", ".join(sorted(wanted - classes)[:5]))
+    return False

@@ -126,3 +126,33 @@ def test_ab_experiment_between_a_trained_model_and_the_rules(fleet, tmp_path):
     text = json.dumps(report, default=str)
     assert "learned" in text and "rules" in text
     assert sum(v["requests"] for v in report["experiments"]["exp"]["variants"].values()) == 60
+
+
+@pytest.mark.parametrize("refit_classes", [("chat", "code", "math"), ("code", "math")])
+def test_a_refitted_classifier_serves_only_a_policy_that_reads_its_classes(fleet, tmp_path, refit_classes):
+    """Training fits the policy on the logged task probabilities and refits the classifier on the logged
+    labels; a classifier predicting fewer classes than the policy reads would feed it zeros for the rest."""
+    from learned_router.classifier import TaskClassifier
+    from learned_router.embedders import HashingEmbedder
+
+    rng = np.random.default_rng(0)
+    tasks = np.array(["chat", "code", "math"])[rng.integers(0, 3, 300)]
+    emb = HashingEmbedder().embed([f"{t} question number {i}" for i, t in enumerate(tasks)])
+    probs = (tasks[:, None] == np.array(["chat", "code", "math"])).astype(float)
+    arm = rng.integers(0, 2, 300)
+    version = tmp_path / "models" / "m" / "v0001"
+    fit_thompson(emb, np.full(300, 12), ARMS, arm, np.where(arm == 0, 0.9, 0.3), n_components=8,
+                 task_probs=probs, task_labels=["chat", "code", "math"]).save(version / "policy")
+    keep = np.isin(tasks, refit_classes)
+    refit = TaskClassifier().fit(emb[keep], tasks[keep], embedder_name=HashingEmbedder().name)
+    refit.save(version / "classifier")
+    router = Router.from_config(config(fleet, tmp_path, model_path=str(version)), seed=1)
+    classifier = router.planner.features.classifier
+    decision = router.route({"messages": [{"role": "user", "content": "code question number 7"}]})
+    router.close()
+    assert decision.strategy == "learned"
+    if len(refit_classes) == 3:
+        assert classifier is not None and classifier.labels_ == ["chat", "code", "math"]
+        assert set(decision.task_probs) == {"chat", "code", "math"}
+    else:  # no classifier matches hashing embeddings among the shipped ones: none rather than a partial one
+        assert classifier is None and decision.task_probs == {}
