@@ -15,6 +15,7 @@ from learned_router.errors import ConfigError
 __all__ = ["ModelFiles", "resolve_model"]
 
 POLICY_STATE = "policy_state.json"
+POLICY_MANIFEST = "policy_manifest.json"
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,12 @@ def _policy_reads(classifier: Path, policy: Path) -> bool:
     classifier the logs came from. Unreadable files pass here: loading them reports the problem."""
     try:
         classes = {str(c) for c in json.loads((classifier / "manifest.json").read_text())["labels"]}
-        transform = json.loads((policy / POLICY_STATE).read_text()).get("transform") or {}
-        wanted = {str(t) for t in transform.get("task_labels") or ()}
+        manifest = policy / POLICY_MANIFEST
+        listed = json.loads(manifest.read_text()).get("task_labels") if manifest.is_file() else None
+        if listed is None:  # saved before the manifest listed them: read the (larger) state
+            state = json.loads((policy / POLICY_STATE).read_text())
+            listed = (state.get("transform") or {}).get("task_labels")
+        wanted = {str(t) for t in listed or ()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return True
     if wanted <= classes:

@@ -128,8 +128,10 @@ def test_ab_experiment_between_a_trained_model_and_the_rules(fleet, tmp_path):
     assert sum(v["requests"] for v in report["experiments"]["exp"]["variants"].values()) == 60
 
 
-@pytest.mark.parametrize("refit_classes", [("chat", "code", "math"), ("code", "math")])
-def test_a_refitted_classifier_serves_only_a_policy_that_reads_its_classes(fleet, tmp_path, refit_classes):
+@pytest.mark.parametrize(("refit_classes", "manifest_lists_tasks"), [
+    (("chat", "code", "math"), True), (("code", "math"), True), (("code", "math"), False)])
+def test_a_refitted_classifier_serves_only_a_policy_that_reads_its_classes(fleet, tmp_path, refit_classes,
+                                                                           manifest_lists_tasks):
     """Training fits the policy on the logged task probabilities and refits the classifier on the logged
     labels; a classifier predicting fewer classes than the policy reads would feed it zeros for the rest."""
     from learned_router.classifier import TaskClassifier
@@ -146,6 +148,11 @@ def test_a_refitted_classifier_serves_only_a_policy_that_reads_its_classes(fleet
     keep = np.isin(tasks, refit_classes)
     refit = TaskClassifier().fit(emb[keep], tasks[keep], embedder_name=HashingEmbedder().name)
     refit.save(version / "classifier")
+    manifest = json.loads((version / "policy" / "policy_manifest.json").read_text())
+    assert manifest["task_labels"] == ["chat", "code", "math"]
+    if not manifest_lists_tasks:  # a policy saved before the manifest listed them: its state is read instead
+        del manifest["task_labels"]
+        (version / "policy" / "policy_manifest.json").write_text(json.dumps(manifest))
     router = Router.from_config(config(fleet, tmp_path, model_path=str(version)), seed=1)
     classifier = router.planner.features.classifier
     decision = router.route({"messages": [{"role": "user", "content": "code question number 7"}]})

@@ -304,7 +304,9 @@ class ThompsonStrategy:
             "sha256": hashlib.sha256(payload).hexdigest(), "arms": list(self.arms),
             "n_obs": {a: float(n) for a, n in zip(self.arms, self.model.n_obs_ if self.model else [], strict=False)},
             "dim": self.model.dim if self.model else 0, "policy_version": self.version,
-            "created_at": datetime.now(UTC).isoformat(), "embedder": self.embedder, **dict(extra or {}),
+            "created_at": datetime.now(UTC).isoformat(), "embedder": self.embedder,
+            "task_labels": list(self.transform.task_labels) if self.transform is not None else [],
+            **dict(extra or {}),
         }
         (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
         return root
