@@ -96,5 +96,6 @@ def _policy_reads(classifier: Path, policy: Path) -> bool:
     if wanted <= classes:
         return True
     log.warning("%s is not used: the policy in %s reads task classes it does not predict (%s); the shipped "
-                "classifier serves instead", classifier, policy, ", ".join(sorted(wanted - classes)[:5]))
+                "classifier for the embedder serves instead, if there is one", classifier, policy,
+                ", ".join(sorted(wanted - classes)[:5]))
     return False

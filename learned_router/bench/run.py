@@ -23,7 +23,7 @@ from learned_router.bench import routers as R
 from learned_router.bench.dataset import BenchDataset, cached_embeddings, load_dataset, quality_range
 from learned_router.bench.online import online_transform, run_online
 from learned_router.bench.result import BenchResult, RouterCurve, summarise
-from learned_router.bench.task_features import dataset_task_probs
+from learned_router.bench.task_features import dataset_task_classes, dataset_task_probs
 from learned_router.strategies.selection import narrowest_context
 
 __all__ = ["MODES", "make_embedder", "run_bench", "sweep_weights"]
@@ -166,12 +166,15 @@ def _bench(data: BenchDataset, E: NDArray[np.float32], T: Array | None, labels: 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     report("task features", 0.0)
-    P, ds_labels = dataset_task_probs(E, data.tasks, tr, seed=seed)
-    fits = max_dim is None or narrowest_context(len(tr), E.shape[1], len(labels) + len(ds_labels)) <= max_dim
-    if P is not None and not fits:
+    ds_labels = dataset_task_classes(data.tasks, tr)  # known before any fit, so a cut-off fits nothing
+    P = None
+    narrowest = narrowest_context(len(tr), E.shape[1], len(labels) + len(ds_labels))
+    if ds_labels and max_dim is not None and narrowest > max_dim:
         log.info("the dataset's %d task classes do not fit in max_dim %d: left out", len(ds_labels), max_dim)
-        P, ds_labels = None, ()
-    if P is not None:  # the learned router also reads the dataset's own task labels (bench/task_features.py)
+        ds_labels = ()
+    elif ds_labels:  # the learned router also reads the dataset's own task labels (bench/task_features.py)
+        P, ds_labels = dataset_task_probs(E, data.tasks, tr, seed=seed)
+    if P is not None:
         T = P if T is None else np.hstack([T, P])
         labels = (*labels, *(f"dataset:{c}" for c in ds_labels))
     timings["task_features_s"] = time.perf_counter() - t0

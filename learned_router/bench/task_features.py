@@ -5,8 +5,8 @@ shipped task classifier knows a coarser taxonomy (code, math, knowledge QA...), 
 changes from one fine category to the next. So the benchmark does what ``learned-router train`` does with
 logged traffic that carries task labels (``training/fitting.py``): it fits a
 :class:`~learned_router.classifier.TaskClassifier` on the train prompts' embeddings and labels, and the
-learned router reads its probabilities as context.
-Only the prompt is needed to predict them, so routing a test prompt never reads its label.
+learned router reads its probabilities as context. Only the prompt is needed to predict them, so routing
+a test prompt never reads its label.
 
 The train rows get out-of-fold probabilities (each from a classifier that did not see that row), so that the
 quality model learns how much to trust the classifier as it will be on unseen prompts, not on prompts it
@@ -22,7 +22,7 @@ from learned_router.bench.dataset import NO_TASK
 from learned_router.classifier import TaskClassifier
 from learned_router.strategies.selection import cv_folds
 
-__all__ = ["MAX_CLASSES", "MIN_PER_CLASS", "dataset_task_probs"]
+__all__ = ["MAX_CLASSES", "MIN_PER_CLASS", "dataset_task_classes", "dataset_task_probs"]
 
 Array = NDArray[np.float64]
 
@@ -33,6 +33,27 @@ MAX_CLASSES = 64
 """The most frequent labels kept as classes (the rest pooled), which bounds the context width."""
 
 _OTHER = "(other)"
+
+
+def _labelled(tasks: NDArray[np.str_], train_rows: NDArray[np.int64]
+              ) -> tuple[NDArray[np.int64], NDArray[np.str_], tuple[str, ...]]:
+    """The labelled train rows, their labels (rare ones pooled) and the classes (() when fewer than two)."""
+    y = np.asarray(tasks[train_rows]).astype(str)
+    keep = y != NO_TASK  # a prompt without a label is classified, never learned from
+    rows, y = train_rows[keep], y[keep]
+    labels, counts = np.unique(y, return_counts=True)
+    frequent = labels[counts >= MIN_PER_CLASS]
+    if len(frequent) > MAX_CLASSES:
+        frequent = labels[np.argsort(-counts, kind="stable")[:MAX_CLASSES]]
+    if len(frequent) < 2:
+        return rows, y, ()
+    y = np.where(np.isin(y, frequent), y, _OTHER)
+    return rows, y, tuple(str(c) for c in np.unique(y))
+
+
+def dataset_task_classes(tasks: NDArray[np.str_], train_rows: NDArray[np.int64]) -> tuple[str, ...]:
+    """The classes :func:`dataset_task_probs` would predict, without fitting anything (() when none)."""
+    return _labelled(tasks, train_rows)[2]
 
 
 def dataset_task_probs(
@@ -46,16 +67,9 @@ def dataset_task_probs(
     Labelled train rows get ``n_folds``-fold out-of-fold probabilities; every other row (test prompts, and
     train prompts without a label) those of a classifier fitted on all the labelled train rows.
     """
-    train_rows = train_rows[np.asarray(tasks[train_rows]).astype(str) != NO_TASK]  # learn from labelled rows
-    y = np.asarray(tasks[train_rows]).astype(str)
-    labels, counts = np.unique(y, return_counts=True)
-    frequent = labels[counts >= MIN_PER_CLASS]
-    if len(frequent) > MAX_CLASSES:
-        frequent = labels[np.argsort(-counts, kind="stable")[:MAX_CLASSES]]
-    if len(frequent) < 2:
+    train_rows, y, classes = _labelled(tasks, train_rows)
+    if not classes:
         return None, ()
-    y = np.where(np.isin(y, frequent), y, _OTHER)
-    classes = np.unique(y)
     col = {c: i for i, c in enumerate(classes)}
     P = np.zeros((len(embeddings), len(classes)))
     E_tr = embeddings[train_rows]
@@ -72,4 +86,4 @@ def dataset_task_probs(
     rest = np.setdiff1d(np.arange(len(embeddings)), train_rows)
     if len(rest):
         fill(rest, TaskClassifier(seed=seed).fit(E_tr, y), embeddings[rest])
-    return P, tuple(str(c) for c in classes)
+    return P, classes
